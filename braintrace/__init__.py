@@ -1,0 +1,26 @@
+# Copyright 2026 The braintrace authors. Licensed under the Apache License, Version 2.0.
+"""braintrace: online learning of recurrent and spiking networks with eligibility traces.
+
+Layers, each depending only on those above it in this list: ``ops`` (ETP primitives and
+their rules), ``compiler`` (model step -> :class:`ETraceGraph`), ``algorithms`` (D-RTRL,
+ES-D-RTRL/pp-prop, sequence drivers), ``coding`` (observe-only coding statistics) and
+``nn`` (layers built on the ops).
+"""
+
+from . import ops
+from ._errors import BraintraceError, CompilationError, NotSupportedError
+from .ops import ETPPrimitive, ETPRule, conv, einsum, element_wise, matmul, register_primitive
+
+__all__ = [
+    "BraintraceError",
+    "CompilationError",
+    "ETPPrimitive",
+    "ETPRule",
+    "NotSupportedError",
+    "conv",
+    "einsum",
+    "element_wise",
+    "matmul",
+    "ops",
+    "register_primitive",
+]

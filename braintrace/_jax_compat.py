@@ -1,0 +1,131 @@
+# Copyright 2026 The braintrace authors. Licensed under the Apache License, Version 2.0.
+"""The one seam between braintrace and JAX internals.
+
+Everything that touches ``jax._src`` or depends on how a JAX version represents jaxprs
+lives here, so the rest of the package imports from ``jax``, ``jax.extend`` or this module.
+Capabilities are detected, not version numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.extend.core as jex_core
+from jax.extend.core import Jaxpr, JaxprEqn, Literal, Primitive, Var
+from jax.extend.core import primitives as lax_primitives
+from jax.interpreters import ad, batching, mlir
+
+__all__ = [
+    "Jaxpr",
+    "JaxprEqn",
+    "Literal",
+    "Primitive",
+    "Var",
+    "ad",
+    "batching",
+    "mlir",
+    "lax_primitives",
+    "new_var",
+    "new_eqn",
+    "make_jaxpr_object",
+    "jaxpr_consts",
+    "jaxpr_body",
+    "bind_equation",
+    "shaped_array",
+    "is_not_mapped",
+    "is_literal",
+    "instantiate_zero_tangent",
+    "jaxpr_of_param",
+]
+
+try:  # JAX >= 0.5 exposes the abstract array type here.
+    from jax.core import ShapedArray as _ShapedArray
+except ImportError:  # pragma: no cover - older JAX
+    from jax._src.core import ShapedArray as _ShapedArray
+
+from jax._src import core as _core
+
+_CLOSED_JAXPR_IS_JAXPR = jex_core.ClosedJaxpr is jex_core.Jaxpr
+
+
+def is_not_mapped(batch_dim) -> bool:
+    """Whether a vmap batch dimension marks an unmapped operand."""
+    return batch_dim is None or type(batch_dim).__name__ == "NotMapped"
+
+
+def shaped_array(shape, dtype, weak_type: bool = False):
+    """An abstract array value with the given shape and dtype."""
+    return _ShapedArray(tuple(shape), dtype, weak_type=weak_type)
+
+
+def new_var(aval) -> Var:
+    """A fresh jaxpr variable of the given abstract value."""
+    try:
+        return Var(aval)
+    except TypeError:  # pragma: no cover - JAX versions whose Var takes a suffix first
+        return Var("", aval)
+
+
+def new_eqn(invars, outvars, primitive, params, effects=None, source_info=None) -> JaxprEqn:
+    """A new jaxpr equation."""
+    effects = jex_core.no_effects if effects is None else effects
+    return jex_core.new_jaxpr_eqn(list(invars), list(outvars), primitive, dict(params), effects, source_info)
+
+
+def is_literal(atom) -> bool:
+    return isinstance(atom, Literal)
+
+
+def make_jaxpr_object(constvars: Sequence[Var], invars: Sequence[Var], outvars, eqns) -> Jaxpr:
+    """An open jaxpr (constvars are leading inputs with no attached values)."""
+    effects = set()
+    for eqn in eqns:
+        effects |= set(eqn.effects)
+    return Jaxpr(list(constvars), list(invars), list(outvars), list(eqns), frozenset(effects))
+
+
+def jaxpr_body(closed) -> Jaxpr:
+    """The open jaxpr inside a closed jaxpr (identity where the two are one type)."""
+    if _CLOSED_JAXPR_IS_JAXPR:
+        return closed
+    return closed.jaxpr  # pragma: no cover - JAX < 0.11
+
+
+def jaxpr_consts(closed) -> list:
+    """The constant values attached to a closed jaxpr."""
+    return list(closed.consts)
+
+
+def jaxpr_of_param(value):
+    """Return ``(open_jaxpr, consts)`` for an equation parameter holding a (closed) jaxpr.
+
+    Returns ``None`` for parameters that are not jaxprs.
+    """
+    if isinstance(value, Jaxpr) or (not _CLOSED_JAXPR_IS_JAXPR and isinstance(value, jex_core.ClosedJaxpr)):
+        if _CLOSED_JAXPR_IS_JAXPR:
+            consts = list(value.consts)
+            constvars = list(value.constvars) if consts else []
+            return value, consts, constvars
+        return value.jaxpr, list(value.consts), list(value.jaxpr.constvars)  # pragma: no cover
+    return None
+
+
+def bind_equation(eqn: JaxprEqn, invals: Sequence[Any]) -> list:
+    """Evaluate one equation on concrete values or tracers; always returns a list."""
+    subfuns, bind_params = eqn.primitive.get_bind_params(eqn.params)
+    out = eqn.primitive.bind(*subfuns, *invals, **bind_params)
+    return list(out) if eqn.primitive.multiple_results else [out]
+
+
+def instantiate_zero_tangent(tangent, primal):
+    """Replace a symbolic-zero tangent by a dense zero array shaped like ``primal``."""
+    if type(tangent) is ad.Zero:
+        return ad.instantiate_zeros(tangent)
+    return tangent
+
+
+def eval_open_jaxpr(jaxpr: Jaxpr, consts, *args):
+    """Evaluate an open jaxpr given values for its constvars and invars."""
+    return _core.eval_jaxpr(jaxpr, list(consts), *args)
