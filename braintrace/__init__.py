@@ -9,11 +9,43 @@ ES-D-RTRL/pp-prop, sequence drivers), ``coding`` (observe-only coding statistics
 
 from . import ops
 from ._errors import BraintraceError, CompilationError, NotSupportedError
+from .compiler import (
+    CompilationRecord,
+    DiagnosticKind,
+    DiagnosticLevel,
+    ETraceGraph,
+    HiddenGroup,
+    HiddenParamOpRelation,
+    HiddenPerturbation,
+    ModuleInfo,
+    PathClassification,
+    add_hidden_perturbation_from_minfo,
+    compile_etrace_graph,
+    diagnostic_context,
+    extract_module_info,
+    find_hidden_groups_from_minfo,
+    find_hidden_param_op_relations_from_minfo,
+)
 from .ops import ETPPrimitive, ETPRule, conv, einsum, element_wise, matmul, register_primitive
 
 __all__ = [
     "BraintraceError",
     "CompilationError",
+    "CompilationRecord",
+    "DiagnosticKind",
+    "DiagnosticLevel",
+    "ETraceGraph",
+    "HiddenGroup",
+    "HiddenParamOpRelation",
+    "HiddenPerturbation",
+    "ModuleInfo",
+    "PathClassification",
+    "add_hidden_perturbation_from_minfo",
+    "compile_etrace_graph",
+    "diagnostic_context",
+    "extract_module_info",
+    "find_hidden_groups_from_minfo",
+    "find_hidden_param_op_relations_from_minfo",
     "ETPPrimitive",
     "ETPRule",
     "NotSupportedError",

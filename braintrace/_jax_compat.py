@@ -114,8 +114,13 @@ def jaxpr_of_param(value):
 
 def bind_equation(eqn: JaxprEqn, invals: Sequence[Any]) -> list:
     """Evaluate one equation on concrete values or tracers; always returns a list."""
-    subfuns, bind_params = eqn.primitive.get_bind_params(eqn.params)
-    out = eqn.primitive.bind(*subfuns, *invals, **bind_params)
+    bound = eqn.primitive.get_bind_params(eqn.params)
+    if isinstance(bound, tuple) and len(bound) == 2 and isinstance(bound[1], dict):
+        subfuns, bind_params = bound  # JAX < 0.12 returns (subfuns, params)
+    else:
+        subfuns, bind_params = (), bound
+    with eqn.ctx.manager:
+        out = eqn.primitive.bind(*subfuns, *invals, **bind_params)
     return list(out) if eqn.primitive.multiple_results else [out]
 
 

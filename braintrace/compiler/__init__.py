@@ -1,0 +1,34 @@
+# Copyright 2026 The braintrace authors. Licensed under the Apache License, Version 2.0.
+"""The eligibility-trace compiler: model step -> :class:`ETraceGraph`.
+
+Passes, each a function of the previous pass's immutable result: ``extract_module_info``
+(trace and classify states), ``find_hidden_groups_from_minfo`` (element-wise coupled hidden
+states), ``find_hidden_param_op_relations_from_minfo`` (ETP ops feeding hidden groups),
+output rewriting, and ``add_hidden_perturbation_from_minfo``. Decisions are recorded as
+:class:`CompilationRecord` diagnostics.
+"""
+
+from .diagnostics import CompilationRecord, DiagnosticKind, DiagnosticLevel, diagnostic_context
+from .graph import ETraceGraph, compile_etrace_graph
+from .hidden_groups import HiddenGroup, find_hidden_groups_from_minfo
+from .module_info import ModuleInfo, extract_module_info
+from .perturbation import HiddenPerturbation, add_hidden_perturbation_from_minfo
+from .relations import HiddenParamOpRelation, PathClassification, find_hidden_param_op_relations_from_minfo
+
+__all__ = [
+    "CompilationRecord",
+    "DiagnosticKind",
+    "DiagnosticLevel",
+    "ETraceGraph",
+    "HiddenGroup",
+    "HiddenParamOpRelation",
+    "HiddenPerturbation",
+    "ModuleInfo",
+    "PathClassification",
+    "add_hidden_perturbation_from_minfo",
+    "compile_etrace_graph",
+    "diagnostic_context",
+    "extract_module_info",
+    "find_hidden_groups_from_minfo",
+    "find_hidden_param_op_relations_from_minfo",
+]

@@ -1,0 +1,278 @@
+# Copyright 2026 The braintrace authors. Licensed under the Apache License, Version 2.0.
+"""The compiled eligibility-trace graph and its entry point, :func:`compile_etrace_graph`."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import brainstate
+import jax
+
+from .. import _errors
+from .diagnostics import CompilationRecord, DiagnosticKind, DiagnosticLevel, diagnostic_context
+from .hidden_groups import HiddenGroup, find_hidden_groups_from_minfo
+from .module_info import ModuleInfo, extract_module_info
+from .perturbation import HiddenPerturbation, add_hidden_perturbation_from_minfo
+from .relations import HiddenParamOpRelation, find_hidden_param_op_relations_from_minfo
+
+__all__ = ["ETraceGraph", "compile_etrace_graph"]
+
+Path = tuple[str, ...]
+
+
+def _fmt(path) -> str:
+    return ".".join(map(str, path))
+
+
+class ETraceGraph(NamedTuple):
+    """The compiled eligibility-trace graph of one model step.
+
+    Relates the trainable weights (``ParamState``), the hidden states (``HiddenState``) and
+    the ETP ops connecting them. Returned by :func:`compile_etrace_graph` and consumed by
+    the online-learning algorithms.
+
+    Attributes
+    ----------
+    module_info : ModuleInfo
+        The traced step (its jaxpr also outputs what the algorithms need).
+    hidden_groups : sequence of HiddenGroup
+        The hidden groups, ``index`` equal to position.
+    hid_path_to_group : dict
+        Hidden-state path to its group.
+    hidden_param_op_relations : sequence of HiddenParamOpRelation
+        One per ETP op whose output feeds hidden states.
+    hidden_perturb : HiddenPerturbation or None
+        The perturbed step, or ``None`` when not requested.
+    diagnostics : tuple of CompilationRecord
+        Every decision of the compiler, in emission order.
+
+    Examples
+    --------
+    >>> import brainstate
+    >>> import braintrace
+    >>> gru = braintrace.nn.GRUCell(3, 4)
+    >>> _ = brainstate.nn.init_all_states(gru)
+    >>> inputs = brainstate.random.randn(3)
+    >>> graph = braintrace.compile_etrace_graph(gru, inputs)
+    >>> isinstance(graph, braintrace.ETraceGraph)
+    True
+    """
+
+    module_info: ModuleInfo
+    hidden_groups: Sequence[HiddenGroup]
+    hid_path_to_group: dict
+    hidden_param_op_relations: Sequence[HiddenParamOpRelation]
+    hidden_perturb: HiddenPerturbation | None
+    diagnostics: tuple = ()
+
+    def explain(self, *, weight_path: Path | None = None, hidden_path: Path | None = None,
+                kind: DiagnosticKind | str | None = None) -> tuple[CompilationRecord, ...]:
+        """Compilation records filtered by weight path, hidden path and kind.
+
+        Parameters
+        ----------
+        weight_path : tuple of str, optional
+            Keep records whose ``weight_path`` equals this.
+        hidden_path : tuple of str, optional
+            Keep records whose ``hidden_paths`` contain this.
+        kind : DiagnosticKind or str, optional
+            Keep records of this kind.
+
+        Returns
+        -------
+        tuple of CompilationRecord
+            In emission order; all records when no filter is given.
+
+        Examples
+        --------
+        >>> import brainstate, braintrace, jax.numpy as jnp
+        >>> gru = braintrace.nn.GRUCell(3, 4)
+        >>> _ = brainstate.nn.init_all_states(gru)
+        >>> graph = braintrace.compile_etrace_graph(gru, jnp.ones(3))
+        >>> [r.weight_path for r in graph.explain(kind=braintrace.DiagnosticKind.RELATION_EXCLUDED_WEIGHT_TO_WEIGHT)]
+        [('Wr', 'weight')]
+        """
+        if kind is not None:
+            kind = DiagnosticKind(kind)
+        weight_path = None if weight_path is None else tuple(weight_path)
+        hidden_path = None if hidden_path is None else tuple(hidden_path)
+        out = []
+        for record in self.diagnostics:
+            if weight_path is not None and record.weight_path != weight_path:
+                continue
+            if hidden_path is not None and hidden_path not in record.hidden_paths:
+                continue
+            if kind is not None and record.kind is not kind:
+                continue
+            out.append(record)
+        return tuple(out)
+
+    def call_hidden_perturb(self, args, perturb_data: Sequence[jax.Array], old_state_vals=None):
+        """Run the step with additive perturbations at the new hidden values.
+
+        Parameters
+        ----------
+        args : tuple
+            The step inputs (as given to the model's ``update``).
+        perturb_data : sequence of jax.Array
+            One array per hidden state, in ``hidden_perturb.perturb_hidden_paths`` order.
+        old_state_vals : sequence, optional
+            Values of ``module_info.compiled_model_states`` to run from (default: current).
+
+        Returns
+        -------
+        tuple
+            ``(out, new_state_vals, temps, hidden_vals, other_vals)``: the model's own output
+            first (see :meth:`ModuleInfo._process`). No state is written.
+        """
+        if self.hidden_perturb is None:
+            raise ValueError(
+                "this graph was compiled with include_hidden_perturb=False; recompile with "
+                "include_hidden_perturb=True to call the perturbed step."
+            )
+        if not isinstance(args, tuple):
+            args = (args,)
+        flat = self.module_info.flat_inputs(args, old_state_vals)
+        outs = self.hidden_perturb.eval_jaxpr(flat, list(perturb_data))
+        return self.module_info._process(*args, jaxpr_outs=outs, old_state_vals=old_state_vals)
+
+    def dict(self) -> dict:
+        """The graph's fields as a plain dictionary."""
+        return self._asdict()
+
+    def __repr__(self) -> str:
+        lines = [f"ETraceGraph(hidden_groups={len(self.hidden_groups)}, "
+                 f"relations={len(self.hidden_param_op_relations)}, diagnostics={len(self.diagnostics)})"]
+        for g in self.hidden_groups:
+            lines.append(f"  group {g.index}: {[_fmt(p) for p in g.hidden_paths]} "
+                         f"varshape={tuple(g.varshape)} S={g.num_state} "
+                         f"transition_eqns={len(g.transition_jaxpr.eqns)}")
+        for r in self.hidden_param_op_relations:
+            paths = sorted({_fmt(p) for p in r.trainable_paths.values()})
+            lines.append(f"  relation {r.primitive}: {paths} -> groups {[g.index for g in r.hidden_groups]}")
+        return "\n".join(lines)
+
+
+class _CompilerStack(threading.local):
+    def __init__(self) -> None:
+        self.depth = 0
+
+
+_STACK = _CompilerStack()
+
+
+@contextlib.contextmanager
+def _guard_recursion():
+    if _STACK.depth > 0:
+        raise NotImplementedError(
+            "compile_etrace_graph was called while another compilation is running (for example from "
+            "inside a model's update); recursive compilation is not supported."
+        )
+    _STACK.depth += 1
+    try:
+        yield
+    finally:
+        _STACK.depth -= 1
+
+
+def _snapshot(model) -> dict:
+    return {id(st): (st, st.value) for st in dict(model.states()).values()}
+
+
+def _restore(snapshot) -> None:
+    for st, value in snapshot.values():
+        if st.value is not value:
+            st.value = value
+
+
+def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
+                         include_hidden_perturb: bool = True) -> ETraceGraph:
+    """Compile one step of ``model`` into an :class:`ETraceGraph`.
+
+    Traces ``model.update(*model_args)``, finds the hidden groups and the op-to-hidden
+    relations, rewrites the step to also output what the algorithms need, and records every
+    decision in ``graph.diagnostics``. The model's states are left unchanged, also when
+    compilation fails.
+
+    Parameters
+    ----------
+    model : brainstate.nn.Module
+        The model; its states must be initialised (``brainstate.nn.init_all_states``).
+    *model_args
+        Example inputs of one step (their shapes fix the compiled graph).
+    include_hidden_perturb : bool
+        Also build the perturbed step used for learning signals (default True).
+
+    Returns
+    -------
+    ETraceGraph
+
+    Raises
+    ------
+    CompilationError
+        If the model has no hidden state.
+    NotSupportedError
+        If the step writes a ParamState.
+    NotImplementedError
+        If called recursively.
+
+    Examples
+    --------
+    >>> import brainstate
+    >>> import braintrace
+    >>> gru = braintrace.nn.GRUCell(3, 4)
+    >>> _ = brainstate.nn.init_all_states(gru)
+    >>> inputs = brainstate.random.randn(3)
+    >>> graph = braintrace.compile_etrace_graph(gru, inputs)
+    >>> len(graph.hidden_groups)
+    1
+    """
+    with _guard_recursion(), diagnostic_context() as collector:
+        snapshot = _snapshot(model) if isinstance(model, brainstate.nn.Module) else {}
+        try:
+            minfo = extract_module_info(model, *model_args)
+            if not minfo.hidden_path_to_invar:
+                raise _errors.CompilationError(
+                    f"`{type(model).__name__}` has no HiddenState used by its update step, so there is "
+                    "nothing to learn online. Store recurrent state in `brainstate.HiddenState` and "
+                    "initialise it (brainstate.nn.init_all_states) before compiling."
+                )
+            hidden_groups, hid_path_to_group = find_hidden_groups_from_minfo(minfo)
+            for i, group in enumerate(hidden_groups):
+                if group.index != i:
+                    raise _errors.CompilationError(f"internal: hidden group {group.index} is at position {i}.")
+            relations = find_hidden_param_op_relations_from_minfo(minfo, hid_path_to_group)
+            minfo = minfo.add_jaxpr_outs(_needed_temporaries(minfo, hidden_groups, relations))
+            perturb = add_hidden_perturbation_from_minfo(minfo) if include_hidden_perturb else None
+        finally:
+            _restore(snapshot)
+        return ETraceGraph(
+            module_info=minfo,
+            hidden_groups=hidden_groups,
+            hid_path_to_group=hid_path_to_group,
+            hidden_param_op_relations=relations,
+            hidden_perturb=perturb,
+            diagnostics=collector.records(),
+        )
+
+
+def _needed_temporaries(minfo: ModuleInfo, groups, relations) -> list:
+    """Vars the algorithms read from a step: op inputs, tail and transition inputs."""
+    wanted: dict = {}
+    for rel in relations:
+        if rel.x_var is not None:
+            wanted[rel.x_var] = None
+        for jaxpr in rel.y_to_hidden_group_jaxprs:
+            for v in list(jaxpr.invars) + list(jaxpr.constvars):
+                wanted[v] = None
+        for jaxpr in rel.trainable_processing_jaxprs.values():
+            for v in jaxpr.constvars:
+                wanted[v] = None
+    for group in groups:
+        for v in list(group.hidden_invars) + list(group.transition_jaxpr_constvars):
+            wanted[v] = None
+    existing = set(v for v in minfo.closed_jaxpr.outvars)
+    return [v for v in wanted if v not in existing]

@@ -1,0 +1,309 @@
+# Copyright 2026 The braintrace authors. Licensed under the Apache License, Version 2.0.
+"""Pass 2: partition hidden states into groups coupled element-wise.
+
+Two hidden states belong to one group when the new value of one depends on the old value
+of the other through parameter-free ops. The analysis is a forward reachability from each
+old hidden var that does not cross *boundaries*: ETP ops (their output is an input of the
+transition, carried by the weight's trace), plain ``dot_general``/``conv`` (a recurrent
+weight mixing positions) and ``stop_gradient``. Groups are the connected components of
+that relation, restricted to members of equal ``varshape`` in the same layer (paths that
+first differ at an integer component, like ``layers.0`` and ``layers.1``, are different
+layers). Every hidden state lands in exactly one group; a state with no parameter-free path
+from its old value (a dense Elman RNN) is a singleton with ``D = 0``.
+
+Each group gets a *transition jaxpr* ``(h_1..h_m)_new = F(h_1..h_m)_old; consts``: the
+equations both downstream of the group's old values and upstream of its new values. Its
+per-position Jacobian ``D`` (``(*varshape, S, S)``) is what the algorithms propagate traces
+with; it is exact when ``F`` acts position by position, which the pass checks and reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .._jax_compat import Jaxpr, JaxprEqn, Var, lax_primitives as P, make_jaxpr_object
+from ..ops.primitive import etp_rule_of, is_etp_primitive
+from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
+from .elementwise import non_elementwise_equations
+from .jaxpr_tools import MIXING_PRIMITIVES, backward_slice, evaluate_jaxpr, forward_closure, is_var
+from .module_info import ModuleInfo
+
+__all__ = ["HiddenGroup", "find_hidden_groups_from_minfo", "is_transition_boundary"]
+
+Path = tuple[str, ...]
+
+
+def is_transition_boundary(eqn: JaxprEqn) -> bool:
+    """Whether ``eqn`` ends a hidden-to-hidden path of the diagonal transition."""
+    if eqn.primitive is P.stop_gradient_p:
+        return True
+    if is_etp_primitive(eqn.primitive):
+        return not etp_rule_of(eqn.primitive).gradient_enabled
+    return eqn.primitive in MIXING_PRIMITIVES
+
+
+class HiddenGroup(NamedTuple):
+    """Hidden states coupled element-wise, and their transition.
+
+    Attributes
+    ----------
+    index : int
+        Position of the group in ``ETraceGraph.hidden_groups``.
+    hidden_paths : list of Path
+        Member state paths, in compiled-state order.
+    hidden_states : list of HiddenState
+        The member states.
+    hidden_invars, hidden_outvars : list of Var
+        Old and new value vars of the members.
+    transition_jaxpr : Jaxpr
+        ``new members = F(old members)``; its constvars are listed separately.
+    transition_jaxpr_constvars : list of Var
+        Step intermediates the transition reads (bound at run time).
+    varshape : tuple of int
+        Shape of one state component (without the trailing state axis of group states).
+    num_states : tuple of int
+        Number of stacked components per member (1 for a plain ``HiddenState``).
+    is_diagonal_recurrence : bool
+        True: ``D`` is taken per position (the transition was checked to be element-wise or
+        a warning was recorded).
+    """
+
+    index: int
+    hidden_paths: list
+    hidden_states: list
+    hidden_invars: list
+    hidden_outvars: list
+    transition_jaxpr: Jaxpr
+    transition_jaxpr_constvars: list
+    varshape: tuple
+    num_states: tuple
+    is_diagonal_recurrence: bool = True
+
+    @property
+    def num_state(self) -> int:
+        """Total number of stacked states ``S`` per position."""
+        return int(sum(self.num_states))
+
+    def _stacked(self) -> list[bool]:
+        # A HiddenGroupState member carries its own trailing state axis.
+        return [n > 1 or len(v.aval.shape) == len(self.varshape) + 1
+                for n, v in zip(self.num_states, self.hidden_invars, strict=True)]
+
+    def concat_hidden(self, values: Sequence[jax.Array]) -> jax.Array:
+        """Stack member values into ``(*varshape, S)`` (one value per member)."""
+        if len(values) != len(self.hidden_paths):
+            raise ValueError(
+                f"hidden group {self.index} has {len(self.hidden_paths)} members; got {len(values)} values."
+            )
+        parts = [v if stacked else jnp.expand_dims(v, -1)
+                 for v, stacked in zip(values, self._stacked(), strict=True)]
+        return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+
+    def split_hidden(self, value: jax.Array) -> list:
+        """Inverse of :meth:`concat_hidden`."""
+        if value.shape[-1] != self.num_state:
+            raise ValueError(
+                f"hidden group {self.index} expects a trailing axis of {self.num_state}; got {value.shape}."
+            )
+        out, start = [], 0
+        for n, stacked in zip(self.num_states, self._stacked(), strict=True):
+            part = value[..., start:start + n]
+            out.append(part if stacked else part[..., 0])
+            start += n
+        return out
+
+    def transition(self, old_hidden: Sequence[jax.Array], const_values: Sequence[Any]) -> list:
+        """Evaluate the transition: new member values from old ones."""
+        return evaluate_jaxpr(self.transition_jaxpr, const_values, old_hidden)
+
+    def diagonal_jacobian(self, old_concat: jax.Array, const_values: Sequence[Any]) -> jax.Array:
+        """``D[..., a, b] = ∂h_new[..., a] / ∂h_old[..., b]`` per position, ``(*varshape, S, S)``.
+
+        Computed with one forward-mode pass per state column ``b`` (one-hot tangent at every
+        position), which is exact for position-wise transitions.
+        """
+        num = self.num_state
+
+        def step(concat):
+            return self.concat_hidden(self.transition(self.split_hidden(concat), const_values))
+
+        if not self.transition_jaxpr.eqns and not any(
+                o in self.transition_jaxpr.invars for o in self.transition_jaxpr.outvars):
+            return jnp.zeros(tuple(self.varshape) + (num, num), old_concat.dtype)
+
+        def column(b):
+            tangent = jnp.zeros_like(old_concat).at[..., b].set(1.0)
+            return jax.jvp(step, (old_concat,), (tangent,))[1]
+
+        cols = [column(b) for b in range(num)]
+        return jnp.stack(cols, axis=-1)
+
+
+def _same_layer(a: Path, b: Path) -> bool:
+    for x, y in zip(a, b):
+        if x != y:
+            return not (isinstance(x, int) or isinstance(y, int) or str(x).isdigit() or str(y).isdigit())
+    return True
+
+
+class _UnionFind:
+    def __init__(self, items):
+        self.parent = {x: x for x in items}
+
+    def find(self, x):
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a, b):
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+
+
+def find_hidden_groups_from_minfo(minfo: ModuleInfo):
+    """Group the hidden states of a traced step.
+
+    Parameters
+    ----------
+    minfo : ModuleInfo
+        The result of :func:`extract_module_info`.
+
+    Returns
+    -------
+    hidden_groups : list of HiddenGroup
+        Groups with ``index`` equal to position, ordered by their first member.
+    hid_path_to_group : dict
+        Hidden path to its group.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> lstm = braintrace.nn.LSTMCell(3, 4)
+    >>> _ = brainstate.nn.init_all_states(lstm)
+    >>> info = braintrace.extract_module_info(lstm, jnp.ones(3))
+    >>> groups, _ = braintrace.find_hidden_groups_from_minfo(info)
+    >>> [g.hidden_paths for g in groups]
+    [[('c',), ('h',)]]
+    """
+    eqns = list(minfo.closed_jaxpr.eqns)
+    paths = list(minfo.hidden_path_to_invar)
+    uf = _UnionFind(paths)
+    crosses = lambda eqn: not is_transition_boundary(eqn)  # noqa: E731
+
+    for path in paths:
+        invar = minfo.hidden_path_to_invar[path]
+        reached = forward_closure([invar], eqns, crosses=crosses)
+        for other in paths:
+            if other == path:
+                continue
+            outvar = minfo.hidden_path_to_outvar[other]
+            if outvar not in reached:
+                continue
+            if minfo.hidden_varshapes[path][0] != minfo.hidden_varshapes[other][0] or not _same_layer(path, other):
+                emit(
+                    DiagnosticKind.HIDDEN_COUPLING_DROPPED, DiagnosticLevel.WARNING,
+                    f"The new value of `{_fmt(other)}` depends element-wise on the old value of "
+                    f"`{_fmt(path)}`, but they have different shapes or lie in different layers, so "
+                    "they are kept in separate groups and this coupling is ignored by the traces.",
+                    hidden_paths=(path, other),
+                )
+                continue
+            uf.union(path, other)
+
+    members_by_root: dict[Path, list[Path]] = {}
+    for path in paths:
+        members_by_root.setdefault(uf.find(path), []).append(path)
+
+    groups: list[HiddenGroup] = []
+    hid_path_to_group: dict[Path, HiddenGroup] = {}
+    state_by_path = {minfo.state_id_to_path[id(st)]: st for st in minfo.compiled_model_states}
+    for members in members_by_root.values():
+        group = _build_group(len(groups), members, minfo, eqns, state_by_path)
+        groups.append(group)
+        for p in members:
+            hid_path_to_group[p] = group
+    return groups, hid_path_to_group
+
+
+def _fmt(path) -> str:
+    return ".".join(map(str, path))
+
+
+def _build_group(index, members, minfo: ModuleInfo, eqns, state_by_path) -> HiddenGroup:
+    invars = [minfo.hidden_path_to_invar[p] for p in members]
+    outvars = [minfo.hidden_path_to_outvar[p] for p in members]
+    crosses = lambda eqn: not is_transition_boundary(eqn)  # noqa: E731
+    downstream = forward_closure(invars, eqns, crosses=crosses)
+
+    def include(i, eqn):
+        if is_transition_boundary(eqn):
+            return False
+        return any(is_var(v) and v in downstream for v in eqn.outvars)
+
+    order, free = backward_slice(outvars, eqns, include=include)
+    chosen = [eqns[i] for i in order]
+    invar_set = set(invars)
+    constvars = [v for v in _ordered_free(chosen, free) if v not in invar_set]
+    produced = {v for e in chosen for v in e.outvars}
+    for v in outvars:
+        if is_var(v) and v not in produced and v not in invar_set and v not in constvars:
+            constvars.append(v)
+    jaxpr = make_jaxpr_object(constvars, invars, outvars, chosen)
+    varshape, _ = minfo.hidden_varshapes[members[0]]
+    num_states = tuple(minfo.hidden_varshapes[p][1] for p in members)
+    has_group_state = any(isinstance(state_by_path[p], _group_state_type()) for p in members)
+
+    if len(members) > 1:
+        emit(DiagnosticKind.HIDDEN_GROUP_MERGED, DiagnosticLevel.INFO,
+             f"Hidden states {', '.join('`' + _fmt(p) + '`' for p in members)} are coupled "
+             f"element-wise and form group {index} with {sum(num_states)} states per position.",
+             hidden_paths=members, context={"group": index, "num_state": sum(num_states)})
+    if not chosen and not any(o in invar_set for o in outvars):
+        emit(DiagnosticKind.HIDDEN_GROUP_ZERO_RECURRENCE, DiagnosticLevel.INFO,
+             f"The new value of group {index} ({', '.join('`' + _fmt(p) + '`' for p in members)}) "
+             "does not depend on its old value through parameter-free ops (for example an Elman "
+             "RNN, whose recurrence runs through a weight). Its Jacobian D is zero and recurrent "
+             "weights learn through the trace's instantaneous term only.",
+             hidden_paths=members, context={"group": index})
+    offenders = non_elementwise_equations(chosen, allow_state_axis=has_group_state)
+    if offenders:
+        emit(DiagnosticKind.TRANSITION_NOT_ELEMENTWISE, DiagnosticLevel.WARNING,
+             f"The transition of group {index} uses ops that may mix positions "
+             f"({', '.join(sorted({str(e.primitive) for e in offenders}))}); its per-position "
+             "Jacobian D keeps only the diagonal, so traces through it are approximate.",
+             hidden_paths=members, context={"group": index, "primitives": sorted({str(e.primitive) for e in offenders})})
+    return HiddenGroup(
+        index=index,
+        hidden_paths=list(members),
+        hidden_states=[state_by_path[p] for p in members],
+        hidden_invars=invars,
+        hidden_outvars=outvars,
+        transition_jaxpr=jaxpr,
+        transition_jaxpr_constvars=list(constvars),
+        varshape=tuple(varshape),
+        num_states=num_states,
+        is_diagonal_recurrence=True,
+    )
+
+
+def _group_state_type():
+    import brainstate
+
+    return brainstate.HiddenGroupState
+
+
+def _ordered_free(chosen_eqns, free):
+    seen, out = set(), []
+    for e in chosen_eqns:
+        for a in e.invars:
+            if is_var(a) and a in free and a not in seen:
+                seen.add(a)
+                out.append(a)
+    return out

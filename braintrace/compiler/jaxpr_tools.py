@@ -1,0 +1,274 @@
+# Copyright 2026 The braintrace authors. Licensed under the Apache License, Version 2.0.
+"""Small pure helpers over flat jaxprs: inlining, evaluation and reachability.
+
+All compiler passes identify values by ``Var`` identity in one flat list of equations, so
+the first step inlines every ``jit`` / ``closed_call`` body (fresh variables per call
+site, inner constants lifted to the outer jaxpr). Opaque calls such as ``custom_jvp_call``
+stay single equations.
+
+Primitive tables here are keyed by primitive objects from ``jax.extend.core.primitives``,
+never by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from .._jax_compat import (
+    Jaxpr,
+    JaxprEqn,
+    Literal,
+    Var,
+    bind_equation,
+    jaxpr_of_param,
+    lax_primitives as P,
+    new_eqn,
+    new_var,
+)
+
+__all__ = [
+    "CALL_PRIMITIVES",
+    "CONTROL_FLOW_PRIMITIVES",
+    "MIXING_PRIMITIVES",
+    "ELEMENTWISE_PRIMITIVES",
+    "STATE_AXIS_PRIMITIVES",
+    "is_var",
+    "inline_calls",
+    "evaluate_equations",
+    "producer_map",
+    "consumer_map",
+    "forward_closure",
+    "backward_slice",
+]
+
+# Calls whose body is inlined into the flat jaxpr.
+CALL_PRIMITIVES = frozenset(p for p in (P.jit_p, P.closed_call_p, P.call_p) if p is not None)
+
+# Control flow kept as opaque equations.
+CONTROL_FLOW_PRIMITIVES = frozenset((P.scan_p, P.while_p, P.cond_p))
+
+# Plain (non-ETP) ops that mix hidden positions: on a hidden-to-hidden path they are a
+# recurrent weight, so the diagonal transition treats them as a boundary.
+MIXING_PRIMITIVES = frozenset((P.dot_general_p, P.conv_general_dilated_p))
+
+# Ops that act position by position (the same position of every operand).
+ELEMENTWISE_PRIMITIVES = frozenset(
+    (
+        P.abs_p, P.acos_p, P.acosh_p, P.add_p, P.and_p, P.asin_p, P.asinh_p, P.atan2_p,
+        P.atan_p, P.atanh_p, P.cbrt_p, P.ceil_p, P.clamp_p, P.convert_element_type_p,
+        P.copy_p, P.cos_p, P.cosh_p, P.div_p, P.eq_p, P.erf_inv_p, P.erf_p, P.erfc_p,
+        P.exp2_p, P.exp_p, P.expm1_p, P.floor_p, P.ge_p, P.gt_p, P.integer_pow_p,
+        P.is_finite_p, P.le_p, P.lgamma_p, P.digamma_p, P.log1p_p, P.log_p, P.logistic_p,
+        P.lt_p, P.max_p, P.min_p, P.mul_p, P.ne_p, P.neg_p, P.not_p, P.or_p, P.pow_p,
+        P.reduce_precision_p, P.rem_p, P.round_p, P.rsqrt_p, P.select_n_p, P.sign_p,
+        P.sin_p, P.sinh_p, P.sqrt_p, P.square_p, P.stop_gradient_p, P.sub_p, P.tan_p,
+        P.tanh_p, P.xor_p, P.nextafter_p,
+        # Shape-only ops that keep positions when they add or drop unit axes or broadcast.
+        P.broadcast_in_dim_p, P.squeeze_p, P.reshape_p,
+    )
+)
+
+# Ops that select or assemble along the trailing state axis of a HiddenGroupState.
+STATE_AXIS_PRIMITIVES = frozenset(
+    (P.slice_p, P.concatenate_p, P.gather_p, P.scatter_p, P.dynamic_slice_p,
+     P.dynamic_update_slice_p, P.squeeze_p, P.reshape_p)
+)
+
+
+def is_var(atom) -> bool:
+    return isinstance(atom, Var) and not isinstance(atom, Literal)
+
+
+# --------------------------------------------------------------------------------------
+# Inlining
+# --------------------------------------------------------------------------------------
+def _call_body(eqn: JaxprEqn):
+    if eqn.primitive not in CALL_PRIMITIVES:
+        return None
+    for key in ("jaxpr", "call_jaxpr"):
+        if key in eqn.params:
+            found = jaxpr_of_param(eqn.params[key])
+            if found is not None:
+                return found
+    return None
+
+
+def inline_calls(eqns: Sequence[JaxprEqn], outvars: Sequence[Any]):
+    """Inline every ``jit``/``closed_call`` body, recursively.
+
+    Returns
+    -------
+    eqns : list of JaxprEqn
+        The flat equations.
+    outvars : list
+        ``outvars`` with aliases resolved (an outer var defined as a copy of another).
+    lifted : list of (Var, value)
+        Constants of inner bodies, to be added as constvars of the outer jaxpr.
+    """
+    alias: dict[Var, Any] = {}
+    lifted: list[tuple[Var, Any]] = []
+    out_eqns: list[JaxprEqn] = []
+
+    def resolve(atom):
+        while is_var(atom) and atom in alias:
+            atom = alias[atom]
+        return atom
+
+    def walk(equations, rename: dict):
+        for eqn in equations:
+            invars = [resolve(rename.get(a, a)) if is_var(a) else a for a in eqn.invars]
+            body = _call_body(eqn)
+            if body is None:
+                outvars_ = [rename.get(v, v) if is_var(v) else v for v in eqn.outvars]
+                out_eqns.append(eqn.replace(invars=invars, outvars=outvars_))
+                continue
+            inner, consts, constvars = body
+            inner_rename: dict = {}
+            for cv, c in zip(constvars, consts, strict=True):
+                fresh = new_var(cv.aval)
+                lifted.append((fresh, c))
+                inner_rename[cv] = fresh
+            inner_invars = [v for v in inner.invars]
+            if constvars:
+                inner_invars = inner_invars[len(constvars):] if len(inner_invars) > len(eqn.invars) else inner_invars
+            for iv, atom in zip(inner_invars, invars, strict=True):
+                inner_rename[iv] = atom
+            outer_outs = [rename.get(v, v) if is_var(v) else v for v in eqn.outvars]
+            produced_inside = {v for e in inner.eqns for v in e.outvars}
+            for inner_out, outer_out in zip(inner.outvars, outer_outs, strict=True):
+                if is_var(inner_out) and inner_out in produced_inside and inner_out not in inner_rename \
+                        and is_var(outer_out) and not _is_drop(outer_out):
+                    inner_rename[inner_out] = outer_out
+            for e in inner.eqns:
+                for v in e.outvars:
+                    if is_var(v) and v not in inner_rename:
+                        inner_rename[v] = new_var(v.aval)
+            walk(inner.eqns, inner_rename)
+            for inner_out, outer_out in zip(inner.outvars, outer_outs, strict=True):
+                if not is_var(outer_out) or _is_drop(outer_out):
+                    continue
+                mapped = inner_rename.get(inner_out, inner_out) if is_var(inner_out) else inner_out
+                mapped = resolve(mapped)
+                if mapped is not outer_out:
+                    alias[outer_out] = mapped
+
+    walk(eqns, {})
+    final_outvars = [resolve(v) if is_var(v) else v for v in outvars]
+    return out_eqns, final_outvars, lifted, alias
+
+
+def _is_drop(v) -> bool:
+    return type(v).__name__ == "DropVar"
+
+
+# --------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------
+def evaluate_equations(eqns: Iterable[JaxprEqn], env: dict) -> dict:
+    """Evaluate ``eqns`` in order, reading and writing values in ``env`` (keyed by Var)."""
+
+    def read(atom):
+        if isinstance(atom, Literal):
+            return atom.val
+        return env[atom]
+
+    for eqn in eqns:
+        outs = bind_equation(eqn, [read(a) for a in eqn.invars])
+        for v, value in zip(eqn.outvars, outs, strict=True):
+            if not _is_drop(v):
+                env[v] = value
+    return env
+
+
+def evaluate_jaxpr(jaxpr: Jaxpr, const_values: Sequence[Any], args: Sequence[Any]) -> list:
+    """Evaluate an open jaxpr from values of its constvars and invars."""
+    env = dict(zip(jaxpr.constvars, const_values, strict=True))
+    env.update(zip(jaxpr.invars, args, strict=True))
+    evaluate_equations(jaxpr.eqns, env)
+    return [a.val if isinstance(a, Literal) else env[a] for a in jaxpr.outvars]
+
+
+# --------------------------------------------------------------------------------------
+# Reachability
+# --------------------------------------------------------------------------------------
+def producer_map(eqns: Sequence[JaxprEqn]) -> dict[Var, int]:
+    out = {}
+    for i, eqn in enumerate(eqns):
+        for v in eqn.outvars:
+            if is_var(v) and not _is_drop(v):
+                out[v] = i
+    return out
+
+
+def consumer_map(eqns: Sequence[JaxprEqn]) -> dict[Var, list[int]]:
+    out: dict[Var, list[int]] = {}
+    for i, eqn in enumerate(eqns):
+        for a in eqn.invars:
+            if is_var(a):
+                out.setdefault(a, []).append(i)
+    return out
+
+
+def forward_closure(
+    start: Iterable[Var],
+    eqns: Sequence[JaxprEqn],
+    *,
+    crosses: Callable[[JaxprEqn], bool] = lambda eqn: True,
+    stop_at: frozenset | set = frozenset(),
+    blocked: list | None = None,
+) -> set[Var]:
+    """Vars reachable from ``start`` through equations for which ``crosses(eqn)`` holds.
+
+    Vars in ``stop_at`` are reached but not expanded. Equations that consume a reached var
+    but do not cross are appended (by index) to ``blocked`` when given.
+    """
+    reached = set(v for v in start if is_var(v))
+    frontier = set(v for v in reached if v not in stop_at)
+    for i, eqn in enumerate(eqns):
+        if not any(is_var(a) and a in frontier for a in eqn.invars):
+            continue
+        if not crosses(eqn):
+            if blocked is not None:
+                blocked.append(i)
+            continue
+        for v in eqn.outvars:
+            if is_var(v) and not _is_drop(v):
+                reached.add(v)
+                if v not in stop_at:
+                    frontier.add(v)
+    return reached
+
+
+def backward_slice(
+    targets: Iterable[Var],
+    eqns: Sequence[JaxprEqn],
+    *,
+    include: Callable[[int, JaxprEqn], bool],
+) -> tuple[list[int], set[Var]]:
+    """Equations (indices, in order) needed for ``targets`` among those ``include`` admits.
+
+    Returns the indices and the set of vars the slice reads but does not produce.
+    """
+    producers = producer_map(eqns)
+    needed = [v for v in targets if is_var(v)]
+    seen_vars = set(needed)
+    chosen: set[int] = set()
+    while needed:
+        v = needed.pop()
+        i = producers.get(v)
+        if i is None or i in chosen or not include(i, eqns[i]):
+            continue
+        chosen.add(i)
+        for a in eqns[i].invars:
+            if is_var(a) and a not in seen_vars:
+                seen_vars.add(a)
+                needed.append(a)
+    order = sorted(chosen)
+    produced = {v for i in order for v in eqns[i].outvars if is_var(v)}
+    free = {a for i in order for a in eqns[i].invars if is_var(a) and a not in produced}
+    return order, free
+
+
+def make_eqn(invars, outvars, primitive, params=None) -> JaxprEqn:
+    return new_eqn(invars, outvars, primitive, params or {})
