@@ -7,7 +7,19 @@ ES-D-RTRL/pp-prop, sequence drivers), ``coding`` (observe-only coding statistics
 ``nn`` (layers built on the ops).
 """
 
-from . import ops
+from . import algorithms, ops
+from .algorithms import (
+    D_RTRL,
+    ES_D_RTRL,
+    ETraceAlgorithm,
+    EligibilityTrace,
+    IODimVjpAlgorithm,
+    ParamDimVjpAlgorithm,
+    compile,
+    etrace_evolve,
+    etrace_grad,
+    pp_prop,
+)
 from ._errors import BraintraceError, CompilationError, NotSupportedError
 from .compiler import (
     CompilationRecord,
@@ -32,6 +44,17 @@ __all__ = [
     "BraintraceError",
     "CompilationError",
     "CompilationRecord",
+    "D_RTRL",
+    "ES_D_RTRL",
+    "ETraceAlgorithm",
+    "EligibilityTrace",
+    "IODimVjpAlgorithm",
+    "ParamDimVjpAlgorithm",
+    "algorithms",
+    "compile",
+    "etrace_evolve",
+    "etrace_grad",
+    "pp_prop",
     "DiagnosticKind",
     "DiagnosticLevel",
     "ETraceGraph",

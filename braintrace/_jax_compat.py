@@ -30,6 +30,7 @@ __all__ = [
     "new_var",
     "new_eqn",
     "make_jaxpr_object",
+    "OpenJaxpr",
     "jaxpr_consts",
     "jaxpr_body",
     "bind_equation",
@@ -78,12 +79,41 @@ def is_literal(atom) -> bool:
     return isinstance(atom, Literal)
 
 
-def make_jaxpr_object(constvars: Sequence[Var], invars: Sequence[Var], outvars, eqns) -> Jaxpr:
-    """An open jaxpr (constvars are leading inputs with no attached values)."""
+class OpenJaxpr:
+    """A jaxpr whose constvars are bound at run time (no attached constant values).
+
+    JAX >= 0.11 merged ``ClosedJaxpr`` into ``Jaxpr`` and treats constvars without attached
+    values as leading invars, which loses the split. This container keeps it explicit and
+    converts to a JAX ``Jaxpr`` (constvars first) for printing and checking.
+    """
+
+    __slots__ = ("constvars", "invars", "outvars", "eqns", "effects")
+
+    def __init__(self, constvars, invars, outvars, eqns, effects=frozenset()):
+        self.constvars = list(constvars)
+        self.invars = list(invars)
+        self.outvars = list(outvars)
+        self.eqns = list(eqns)
+        self.effects = effects
+
+    def to_jax(self) -> Jaxpr:
+        """A JAX ``Jaxpr`` with inputs ``constvars + invars``."""
+        return Jaxpr([], self.constvars + self.invars, self.outvars, self.eqns, self.effects)
+
+    def __str__(self) -> str:
+        return str(self.to_jax())
+
+    def __repr__(self) -> str:
+        return (f"OpenJaxpr(constvars={len(self.constvars)}, invars={len(self.invars)}, "
+                f"outvars={len(self.outvars)}, eqns={len(self.eqns)})")
+
+
+def make_jaxpr_object(constvars: Sequence[Var], invars: Sequence[Var], outvars, eqns) -> OpenJaxpr:
+    """An open jaxpr whose constvars are supplied when it is evaluated."""
     effects = set()
     for eqn in eqns:
         effects |= set(eqn.effects)
-    return Jaxpr(list(constvars), list(invars), list(outvars), list(eqns), frozenset(effects))
+    return OpenJaxpr(constvars, invars, outvars, eqns, frozenset(effects))
 
 
 def jaxpr_body(closed) -> Jaxpr:

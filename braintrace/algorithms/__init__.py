@@ -1,0 +1,22 @@
+# Copyright 2026 The braintrace authors. Licensed under the Apache License, Version 2.0.
+"""Online-learning algorithms on the compiled graph, and their sequence drivers."""
+
+from .base import ETraceAlgorithm, EligibilityTrace
+from .compile import ALGORITHMS, compile
+from .d_rtrl import D_RTRL, ParamDimVjpAlgorithm
+from .drivers import etrace_evolve, etrace_grad
+from .es_d_rtrl import ES_D_RTRL, IODimVjpAlgorithm, pp_prop
+
+__all__ = [
+    "ALGORITHMS",
+    "D_RTRL",
+    "ES_D_RTRL",
+    "ETraceAlgorithm",
+    "EligibilityTrace",
+    "IODimVjpAlgorithm",
+    "ParamDimVjpAlgorithm",
+    "compile",
+    "etrace_evolve",
+    "etrace_grad",
+    "pp_prop",
+]

@@ -1,0 +1,122 @@
+# Copyright 2026 The braintrace authors. Licensed under the Apache License, Version 2.0.
+"""Sequence drivers: online gradients and state evolution over whole sequences.
+
+Both drivers step through time with ``brainstate.transform.scan``/``for_loop`` (one traced
+step, no Python work per step), so memory does not grow with the sequence length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import brainstate
+import jax
+import jax.numpy as jnp
+
+__all__ = ["etrace_grad", "etrace_evolve"]
+
+
+def _sequence_length(sequences) -> int:
+    if not sequences:
+        raise ValueError("give at least one input sequence (time on the leading axis).")
+    lengths = []
+    for i, seq in enumerate(sequences):
+        leaves = jax.tree.leaves(seq)
+        if not leaves:
+            raise ValueError(f"input sequence {i} has no arrays.")
+        for leaf in leaves:
+            if jnp.ndim(leaf) == 0:
+                raise ValueError(f"input sequence {i} has a scalar leaf; sequences need a leading time axis.")
+            lengths.append((i, int(jnp.shape(leaf)[0])))
+    distinct = sorted({n for _, n in lengths})
+    if len(distinct) != 1:
+        raise ValueError(
+            "all input sequences must share one leading time length; got lengths "
+            + ", ".join(f"sequence {i}: {n}" for i, n in lengths) + "."
+        )
+    if distinct[0] == 0:
+        raise ValueError("input sequences are empty (time length 0).")
+    return distinct[0]
+
+
+def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, reduction: str = "mean",
+                return_value: bool = False, has_aux: bool = False):
+    """Accumulate online gradients over sequences.
+
+    At every step ``t``, ``step_fn(*slices_t)`` must call the learner once and return a
+    scalar loss (or ``(loss, aux)`` with ``has_aux``). The online gradient of
+    ``mask_t * loss_t`` w.r.t. every ``ParamState`` of the model is accumulated.
+
+    Parameters
+    ----------
+    learner : ETraceAlgorithm
+        A compiled learner.
+    *sequences
+        Inputs with time on the leading axis (pytrees allowed); all share one length ``T``.
+    step_fn : callable
+        ``step_fn(*slices) -> loss`` (or ``(loss, aux)``).
+    mask : array_like, optional
+        ``(T,)`` weights of the per-step losses (the traces advance on masked steps too).
+    reduction : {'mean', 'sum'}
+        ``'mean'`` divides the summed gradient once by ``max(Σ mask, 1)``.
+    return_value : bool
+        Also return the per-step losses ``(T,)``.
+    has_aux : bool
+        ``step_fn`` returns ``(loss, aux)``; the stacked aux is returned last.
+
+    Returns
+    -------
+    grads, or (grads, losses), or (grads, losses, aux), or (grads, aux)
+        ``grads`` is a dict keyed by ``ParamState`` path, like ``model.states(ParamState)``.
+    """
+    learner._assert_compiled("etrace_grad")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"`reduction` must be 'mean' or 'sum'; got {reduction!r}.")
+    if not callable(step_fn):
+        raise TypeError("`step_fn` must be a callable that calls the learner and returns a scalar loss.")
+    length = _sequence_length(sequences)
+    mask = jnp.ones((length,), jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
+    if mask.shape != (length,):
+        raise ValueError(f"`mask` must have shape ({length},) matching the sequences; got {mask.shape}.")
+    weights = learner.param_states
+
+    def body(acc, inputs):
+        xs, m = inputs
+
+        def masked_loss():
+            result = step_fn(*xs)
+            loss, aux = result if has_aux else (result, None)
+            loss = jnp.asarray(loss)
+            if loss.ndim != 0:
+                raise ValueError(
+                    f"`step_fn` must return a scalar loss; got an array of shape {loss.shape}. Reduce it "
+                    "(for example with jnp.mean) inside step_fn."
+                )
+            return m * loss, (loss, aux)
+
+        grads, (loss, aux) = brainstate.transform.grad(masked_loss, grad_states=weights, has_aux=True)()
+        acc = jax.tree.map(jnp.add, acc, grads)
+        return acc, (loss, aux)
+
+    zeros = {path: jax.tree.map(jnp.zeros_like, st.value) for path, st in weights.items()}
+    grads, (losses, aux) = brainstate.transform.scan(body, zeros, (tuple(sequences), mask))
+    if reduction == "mean":
+        grads = jax.tree.map(lambda g: g / jnp.maximum(jnp.sum(mask), 1.0), grads)
+    if return_value and has_aux:
+        return grads, losses, aux
+    if return_value:
+        return grads, losses
+    if has_aux:
+        return grads, aux
+    return grads
+
+
+def etrace_evolve(learner, *sequences, return_outputs: bool = False):
+    """Advance hidden states and traces over sequences without a loss.
+
+    Returns the stacked per-step model outputs when ``return_outputs`` is true, else None.
+    """
+    learner._assert_compiled("etrace_evolve")
+    _sequence_length(sequences)
+    outputs = brainstate.transform.for_loop(lambda *xs: learner.update(*xs), *sequences)
+    return outputs if return_outputs else None

@@ -1,0 +1,164 @@
+# Copyright 2026 The braintrace authors. Licensed under the Apache License, Version 2.0.
+"""ES-D-RTRL / pp-prop: input/output-dimension (factorised) eligibility traces.
+
+The parameter-shaped D-RTRL trace is approximated by an outer product ``ε ≈ ε_f ⊗ x̄`` of
+
+* one input trace per distinct op input: ``x̄_t = α x̄_{t-1} + x_t``;
+* one output trace per (relation, group): ``ε_f,t = α D_t ε_f,t-1 + (1 - α) ∂h_t/∂y_t``.
+
+The gradient of step ``t`` contracts ``ε_f / (1 - α^{k+1})`` (bias correction after ``k``
+earlier steps) with the learning signal into ``s`` (``y``-shaped) and pulls ``s`` back
+through the op at input ``x̄``: for a dense op ``∇W = x̄ᵀ s``. Memory per dense relation is
+``O(B·(I + O·S))`` instead of ``O(B·I·O·S)``. Relations without a data input (element-wise
+parameters) keep their exact, already ``O(B·O·S)``, trace.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+
+from ..ops.primitive import etp_rule_of
+from .base import ETraceAlgorithm
+from .d_rtrl import trace_key
+from .executor import apply_jacobian
+
+__all__ = ["IODimVjpAlgorithm", "ES_D_RTRL", "pp_prop", "decay_from"]
+
+
+def decay_from(decay_or_rank) -> float:
+    """``α`` from a float decay in (0, 1) or an int rank ``n >= 1`` (``α = (n-1)/(n+1)``).
+
+    Examples
+    --------
+    >>> from braintrace.algorithms.es_d_rtrl import decay_from
+    >>> decay_from(0.9), decay_from(3)
+    (0.9, 0.5)
+    """
+    if isinstance(decay_or_rank, bool):
+        raise TypeError("`decay_or_rank` must be a float decay in (0, 1) or an int rank >= 1; got a bool.")
+    if isinstance(decay_or_rank, numbers.Integral):
+        if decay_or_rank < 1:
+            raise ValueError(f"an integer `decay_or_rank` is a rank and must be >= 1; got {decay_or_rank}.")
+        n = int(decay_or_rank)
+        return (n - 1) / (n + 1)
+    if isinstance(decay_or_rank, numbers.Real):
+        value = float(decay_or_rank)
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"a float `decay_or_rank` is a decay and must lie in (0, 1); got {value}.")
+        return value
+    raise TypeError(f"`decay_or_rank` must be a float or an int; got {type(decay_or_rank).__name__}.")
+
+
+class IODimVjpAlgorithm(ETraceAlgorithm):
+    """ES-D-RTRL / pp-prop with factorised input/output traces (``braintrace.ES_D_RTRL``).
+
+    Parameters
+    ----------
+    model : brainstate.nn.Module
+        The model; ``model.update(*inputs)`` runs one step.
+    decay_or_rank : float or int
+        The trace decay ``α`` in (0, 1), or an int rank ``n`` meaning ``α = (n-1)/(n+1)``.
+    vmap : bool
+        Lanes along the leading axis over an unbatched graph.
+    name : str, optional
+        Module name.
+
+    References
+    ----------
+    Zenke & Neftci (2021); Wang et al., *Brain-inspired online learning (ES-D-RTRL)*.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> cell = braintrace.nn.ValinaRNNCell(3, 4)
+    >>> _ = brainstate.nn.init_all_states(cell)
+    >>> learner = braintrace.ES_D_RTRL(cell, decay_or_rank=0.9)
+    >>> _ = learner.compile_graph(jnp.ones(3))
+    >>> learner.decay
+    0.9
+    """
+
+    def __init__(self, model, decay_or_rank=0.9, *, vmap: bool = False, name: str | None = None):
+        super().__init__(model, vmap=vmap, name=name)
+        self.decay = decay_from(decay_or_rank)
+
+    # The input traces are shared by relations that read the same var.
+    def _x_slots(self):
+        slots, by_relation = {}, []
+        for rel in self.graph.hidden_param_op_relations:
+            if rel.x_var is None:
+                by_relation.append(None)
+                continue
+            if rel.x_var not in slots:
+                slots[rel.x_var] = f"x:{len(slots)}"
+            by_relation.append(slots[rel.x_var])
+        return by_relation
+
+    def init_traces(self, graph, q) -> dict:
+        traces = {}
+        for r, (rel, slot) in enumerate(zip(graph.hidden_param_op_relations, self._x_slots(), strict=True)):
+            rule = etp_rule_of(rel.primitive)
+            if slot is not None and slot not in traces:
+                traces[slot] = jnp.zeros(q.x[r].shape, q.x[r].dtype)
+            for i, group in enumerate(rel.hidden_groups):
+                df = q.df[r][i]
+                if slot is None:
+                    shapes = jax.eval_shape(
+                        lambda x, d, eff, rule=rule, rel=rel: rule.trace_increment(x, d, eff, rel.eqn_params),
+                        q.x[r], df, q.effective[r])
+                    traces[trace_key(r, group.index)] = {k: jnp.zeros(s.shape, s.dtype) for k, s in shapes.items()}
+                else:
+                    traces[trace_key(r, group.index)] = jnp.zeros(df.shape, df.dtype)
+        return traces
+
+    def roll(self, traces, q, step) -> dict:
+        a = self.decay
+        new = {}
+        slots = self._x_slots()
+        for r, (rel, slot) in enumerate(zip(self.graph.hidden_param_op_relations, slots, strict=True)):
+            rule = etp_rule_of(rel.primitive)
+            if slot is not None and slot not in new:
+                new[slot] = (a * traces[slot] + q.x[r]).astype(traces[slot].dtype)
+            for i, group in enumerate(rel.hidden_groups):
+                key = trace_key(r, group.index)
+                jac = q.jacobians[group.index]
+                rank = len(group.varshape)
+                if slot is None:
+                    inc = rule.trace_increment(q.x[r], q.df[r][i], q.effective[r], rel.eqn_params)
+                    new[key] = {k: (apply_jacobian(jac, traces[key][k], rank) + inc[k]).astype(traces[key][k].dtype)
+                                for k in traces[key]}
+                else:
+                    prop = apply_jacobian(jac, traces[key][..., None, :], rank)[..., 0, :]
+                    new[key] = (a * prop + (1.0 - a) * q.df[r][i]).astype(traces[key].dtype)
+        return new
+
+    def solve(self, traces, signals, q, step) -> list:
+        a = self.decay
+        k = jnp.asarray(step, jnp.float32)
+        correction = jnp.where(k >= 1000, 1.0, 1.0 - jnp.power(a, k + 1.0))
+        correction = jax.lax.stop_gradient(jnp.maximum(correction, 1e-8))
+        out = []
+        for r, (rel, slot) in enumerate(zip(self.graph.hidden_param_op_relations, self._x_slots(), strict=True)):
+            rule = etp_rule_of(rel.primitive)
+            grads = {}
+            for group in rel.hidden_groups:
+                key = trace_key(r, group.index)
+                signal = signals[group.index]
+                if slot is None:
+                    contribution = rule.trace_contract(traces[key], signal, q.effective[r], rel.eqn_params)
+                else:
+                    s = jnp.sum(traces[key] * signal, axis=-1) / correction
+                    contribution = rule.io_gradient(traces[slot], s, q.effective[r], rel.eqn_params,
+                                                    tuple(group.varshape))
+                for name, g in contribution.items():
+                    grads[name] = g if name not in grads else grads[name] + g
+            out.append(grads)
+        return out
+
+
+ES_D_RTRL = IODimVjpAlgorithm
+pp_prop = IODimVjpAlgorithm

@@ -1,0 +1,229 @@
+# Copyright 2026 The braintrace authors. Licensed under the Apache License, Version 2.0.
+"""Run one compiled step and compute what the trace rules need.
+
+Given an :class:`ETraceGraph`, :func:`run_step` evaluates the perturbed step under
+``jax.vjp`` (so the backward pass can later produce the learning signal and the same-step
+gradients) and returns the step's temporaries. :func:`step_quantities` turns those into
+
+* ``x[r]``: the data input of relation ``r``;
+* ``df[r][i]``: ``∂h/∂y`` of relation ``r`` for its ``i``-th group, ``(*V, S)``, from the
+  forward derivative of the parameter-free tail along an all-ones tangent (exact for
+  element-wise tails);
+* ``D[g]``: the per-position hidden Jacobian of group ``g``, ``(*V, S, S)``.
+
+Everything here uses ``jax.jvp``/``jax.vjp`` on the compiled jaxprs; there are no finite
+differences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import brainstate
+import jax
+import jax.numpy as jnp
+
+from ..compiler.graph import ETraceGraph
+from ..compiler.jaxpr_tools import evaluate_jaxpr
+from ..ops.primitive import etp_rule_of
+
+__all__ = ["StateLayout", "StepQuantities", "VarValues", "run_step", "step_quantities", "op_inputs",
+           "pull_back_to_leaf"]
+
+
+@jax.tree_util.register_pytree_node_class
+class VarValues:
+    """An immutable ``{Var: value}`` mapping that is a JAX pytree (keys kept in order).
+
+    Plain dicts cannot be pytrees here because jaxpr vars are not orderable.
+    """
+
+    __slots__ = ("_keys", "_values", "_index")
+
+    def __init__(self, keys, values):
+        self._keys = tuple(keys)
+        self._values = tuple(values)
+        self._index = {k: i for i, k in enumerate(self._keys)}
+
+    @classmethod
+    def from_dict(cls, mapping) -> "VarValues":
+        return cls(tuple(mapping), tuple(mapping.values()))
+
+    def __getitem__(self, var):
+        return self._values[self._index[var]]
+
+    def __contains__(self, var) -> bool:
+        return var in self._index
+
+    def get(self, var, default=None):
+        i = self._index.get(var)
+        return default if i is None else self._values[i]
+
+    def tree_flatten(self):
+        return self._values, self._keys
+
+    @classmethod
+    def tree_unflatten(cls, keys, values):
+        return cls(keys, values)
+
+    def __repr__(self) -> str:
+        return f"VarValues({len(self._keys)} vars)"
+
+
+class StateLayout(NamedTuple):
+    """How the compiled states split into parameters and the rest."""
+
+    param_indices: tuple
+    other_indices: tuple
+    param_paths: tuple
+    treedefs: tuple
+
+    @classmethod
+    def of(cls, graph: ETraceGraph) -> "StateLayout":
+        minfo = graph.module_info
+        p_idx, o_idx, paths = [], [], []
+        for i, st in enumerate(minfo.compiled_model_states):
+            if isinstance(st, brainstate.ParamState):
+                p_idx.append(i)
+                paths.append(minfo.state_id_to_path[id(st)])
+            else:
+                o_idx.append(i)
+        return cls(tuple(p_idx), tuple(o_idx), tuple(paths), tuple(minfo.state_treedefs))
+
+    def merge(self, param_leaves: Sequence[Sequence[Any]], other_leaves: Sequence[Sequence[Any]]) -> list:
+        """Flat leaves of every compiled state, in compiled order."""
+        per_state = [None] * (len(self.param_indices) + len(self.other_indices))
+        for i, leaves in zip(self.param_indices, param_leaves, strict=True):
+            per_state[i] = list(leaves)
+        for i, leaves in zip(self.other_indices, other_leaves, strict=True):
+            per_state[i] = list(leaves)
+        return [leaf for leaves in per_state for leaf in leaves]
+
+
+class StepQuantities(NamedTuple):
+    """Per-step inputs of the trace rules (all without gradient)."""
+
+    x: tuple
+    df: tuple
+    jacobians: tuple
+    effective: tuple
+
+
+def run_step(graph: ETraceGraph, layout: StateLayout, arg_leaves, param_leaves, other_leaves):
+    """Evaluate the perturbed step under ``jax.vjp``.
+
+    Returns
+    -------
+    main_outputs : list
+        Leaves of the model output followed by the new leaves of every non-parameter state.
+    temps : dict
+        ``{Var: value}`` of the step temporaries (no gradient).
+    vjp_fn : callable
+        Pulls cotangents of ``main_outputs`` back to
+        ``(arg_leaves, param_leaves, other_leaves, perturbations)``.
+    """
+    minfo = graph.module_info
+    perturb = graph.hidden_perturb
+    out_positions = list(range(minfo.num_var_out))
+    position = minfo.num_var_out
+    for i, outs in enumerate(minfo.state_tree_outvars):
+        if i in layout.other_indices:
+            out_positions.extend(range(position, position + len(outs)))
+        position += len(outs)
+    zeros = [jnp.zeros(v.aval.shape, v.aval.dtype) for v in perturb.perturb_vars]
+
+    invars = list(minfo.closed_jaxpr.invars)
+
+    def forward(args_, params_, others_, perturbations):
+        flat = list(args_) + layout.merge(params_, others_)
+        outs = perturb.eval_jaxpr(flat, perturbations)
+        main = [outs[i] for i in out_positions]
+        temps = {}
+        for v, x in zip(invars, flat, strict=True):
+            temps[v] = jax.lax.stop_gradient(x)
+        for v, x in zip(perturb.perturb_jaxpr.outvars, outs, strict=True):
+            temps.setdefault(v, jax.lax.stop_gradient(x))
+        return main, VarValues.from_dict(temps)
+
+    main, vjp_fn, temps = jax.vjp(forward, list(arg_leaves), [list(p) for p in param_leaves],
+                                  [list(o) for o in other_leaves], zeros, has_aux=True)
+    return main, temps, vjp_fn
+
+
+def op_inputs(relation, param_leaves_by_path, temps) -> dict:
+    """The values of an op's trainable inputs, rebuilt from the ParamState leaves."""
+    out = {}
+    for key, path in relation.trainable_paths.items():
+        leaf = param_leaves_by_path[path][relation.trainable_leaf_indices[key]]
+        jaxpr = relation.trainable_processing_jaxprs.get(key)
+        if jaxpr is None:
+            out[key] = leaf
+        else:
+            out[key] = evaluate_jaxpr(jaxpr, [temps[c] for c in jaxpr.constvars], [leaf])[0]
+    return out
+
+
+def pull_back_to_leaf(relation, key, leaf_value, input_grad, temps):
+    """Gradient w.r.t. the ParamState leaf from the gradient w.r.t. the op input."""
+    jaxpr = relation.trainable_processing_jaxprs.get(key)
+    if jaxpr is None:
+        return input_grad
+    consts = [temps[c] for c in jaxpr.constvars]
+    _, pullback = jax.vjp(lambda leaf: evaluate_jaxpr(jaxpr, consts, [leaf])[0], leaf_value)
+    return pullback(input_grad)[0]
+
+
+def step_quantities(graph: ETraceGraph, temps, param_leaves_by_path) -> StepQuantities:
+    """Compute ``x``, ``∂h/∂y`` and the group Jacobians from one step's temporaries."""
+    xs, dfs, effective = [], [], []
+    for rel in graph.hidden_param_op_relations:
+        rule = etp_rule_of(rel.primitive)
+        xs.append(None if rel.x_var is None else temps[rel.x_var])
+        y = temps[rel.y_var]
+
+        def tails(y_value, rel=rel):
+            return rel.y_to_hidden_groups(y_value, temps, concat_hidden_vals=True)
+
+        _, tangents = jax.jvp(tails, (y,), (jnp.ones_like(y),))
+        dfs.append(tuple(tangents))
+        raw = op_inputs(rel, param_leaves_by_path, temps)
+        effective.append(jax.lax.stop_gradient(rule.effective_params(raw, rel.eqn_params)))
+    jacobians = []
+    for group in graph.hidden_groups:
+        old = group.concat_hidden([temps[v] for v in group.hidden_invars])
+        consts = [temps[v] for v in group.transition_jaxpr_constvars]
+        jacobians.append(group.diagonal_jacobian(old, consts))
+    return StepQuantities(tuple(xs), tuple(dfs), tuple(jacobians), tuple(effective))
+
+
+def learning_signals(graph: ETraceGraph, perturb_cotangents) -> list:
+    """Per group, ``∂L/∂h`` stacked to ``(*V, S)`` from the perturbation cotangents."""
+    by_path = dict(zip(graph.hidden_perturb.perturb_hidden_paths, perturb_cotangents, strict=True))
+    return [g.concat_hidden([by_path[p] for p in g.hidden_paths]) for g in graph.hidden_groups]
+
+
+def old_hidden_signals(graph: ETraceGraph, layout: StateLayout, other_cotangents) -> list | None:
+    """Per group, ``∂L/∂h_{t-1}`` along same-step paths, or None when no group has one."""
+    minfo = graph.module_info
+    if not graph.hidden_perturb.bypass_hidden_paths:
+        return None
+    by_path = {}
+    for slot, i in enumerate(layout.other_indices):
+        st = minfo.compiled_model_states[i]
+        path = minfo.state_id_to_path[id(st)]
+        if path in minfo.hidden_path_to_invar:
+            by_path[path] = other_cotangents[slot][0]
+    return [g.concat_hidden([by_path[p] for p in g.hidden_paths]) for g in graph.hidden_groups]
+
+
+def apply_jacobian(jacobian, trace, varshape_rank: int):
+    """``Σ_b D[..., a, b] ε[..., c, b]`` for a trace ``(*V, *C, S)``."""
+    v_shape = trace.shape[:varshape_rank]
+    s = trace.shape[-1]
+    flat = trace.reshape(v_shape + (-1, s))
+    if s == 1:
+        out = flat * jacobian[..., 0, 0][..., None, None]
+    else:
+        out = jnp.einsum("...ab,...cb->...ca", jacobian, flat)
+    return out.reshape(trace.shape)
