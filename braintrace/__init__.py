@@ -7,7 +7,7 @@ ES-D-RTRL/pp-prop, sequence drivers), ``coding`` (observe-only coding statistics
 ``nn`` (layers built on the ops).
 """
 
-from . import algorithms, ops
+from . import algorithms, nn, ops
 from .algorithms import (
     D_RTRL,
     ES_D_RTRL,
@@ -23,6 +23,7 @@ from .algorithms import (
 from ._errors import BraintraceError, CompilationError, NotSupportedError
 from .compiler import (
     CompilationRecord,
+    CompilationReport,
     DiagnosticKind,
     DiagnosticLevel,
     ETraceGraph,
@@ -44,6 +45,7 @@ __all__ = [
     "BraintraceError",
     "CompilationError",
     "CompilationRecord",
+    "CompilationReport",
     "D_RTRL",
     "ES_D_RTRL",
     "ETraceAlgorithm",
@@ -51,6 +53,7 @@ __all__ = [
     "IODimVjpAlgorithm",
     "ParamDimVjpAlgorithm",
     "algorithms",
+    "nn",
     "compile",
     "etrace_evolve",
     "etrace_grad",

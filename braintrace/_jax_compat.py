@@ -31,6 +31,7 @@ __all__ = [
     "new_eqn",
     "make_jaxpr_object",
     "OpenJaxpr",
+    "build_jaxpr",
     "jaxpr_consts",
     "jaxpr_body",
     "bind_equation",
@@ -79,6 +80,26 @@ def is_literal(atom) -> bool:
     return isinstance(atom, Literal)
 
 
+def _debug_info(num_in: int, num_out: int):
+    return jex_core.DebugInfo("braintrace", "compiled step", tuple(f"in{i}" for i in range(num_in)),
+                              tuple(f"out{i}" for i in range(num_out)))
+
+
+def build_jaxpr(constvars, consts, invars, outvars, eqns, effects=None) -> Jaxpr:
+    """A JAX ``Jaxpr`` with ``consts`` attached to ``constvars`` (and proper debug info)."""
+    if effects is None:
+        effects = set()
+        for eqn in eqns:
+            effects |= set(eqn.effects)
+        effects = frozenset(effects)
+    debug = _debug_info(len(invars), len(outvars))
+    if consts:
+        return Jaxpr(list(constvars), list(invars), list(outvars), list(eqns), effects, debug, consts=list(consts))
+    if constvars:
+        raise ValueError("constvars need attached constant values; use OpenJaxpr for run-time constants.")
+    return Jaxpr([], list(invars), list(outvars), list(eqns), effects, debug)
+
+
 class OpenJaxpr:
     """A jaxpr whose constvars are bound at run time (no attached constant values).
 
@@ -98,7 +119,7 @@ class OpenJaxpr:
 
     def to_jax(self) -> Jaxpr:
         """A JAX ``Jaxpr`` with inputs ``constvars + invars``."""
-        return Jaxpr([], self.constvars + self.invars, self.outvars, self.eqns, self.effects)
+        return build_jaxpr([], [], self.constvars + self.invars, self.outvars, self.eqns, self.effects)
 
     def __str__(self) -> str:
         return str(self.to_jax())

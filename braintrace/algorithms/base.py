@@ -238,7 +238,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
         self._assert_compiled("update")
         minfo = self._graph.module_info
         layout = self._layout
-        states = minfo.compiled_model_states
+        states = self._current_states()
         leaves = [jax.tree.leaves(st.value) for st in states]
         params = [leaves[i] for i in layout.param_indices]
         others = [leaves[i] for i in layout.other_indices]
@@ -267,6 +267,31 @@ class ETraceAlgorithm(brainstate.nn.Module):
             states[i].value = state_vals[i]
         self.etrace.value = new_traces
         self.running_index.value = step + 1
+        return out
+
+    def _current_states(self) -> list:
+        """The model's states for the compiled paths.
+
+        ``brainstate.nn.init_all_states`` creates new state objects; looking them up by path
+        keeps the learner attached to the model after a re-initialisation.
+        """
+        minfo = self._graph.module_info
+        current = self.model.states()
+        out = []
+        for st, treedef in zip(minfo.compiled_model_states, minfo.state_treedefs, strict=True):
+            path = minfo.state_id_to_path[id(st)]
+            now = current[path] if path in current else st
+            if now is not st:
+                old_leaves = jax.tree.leaves(st.value)
+                new_leaves = jax.tree.leaves(now.value)
+                if len(old_leaves) != len(new_leaves) or any(
+                        jnp.shape(a) != jnp.shape(b) for a, b in zip(old_leaves, new_leaves)):
+                    raise ValueError(
+                        f"state `{_fmt(path)}` changed shape since the graph was compiled "
+                        f"({[jnp.shape(a) for a in old_leaves]} -> {[jnp.shape(b) for b in new_leaves]}); "
+                        "recompile with `learner.compile_graph(...)` after changing the batch size."
+                    )
+            out.append(now)
         return out
 
     # ------------------------------------------------------------------ inspection

@@ -246,7 +246,8 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
                     raise _errors.CompilationError(f"internal: hidden group {group.index} is at position {i}.")
             relations = find_hidden_param_op_relations_from_minfo(minfo, hid_path_to_group)
             minfo = minfo.add_jaxpr_outs(_needed_temporaries(minfo, hidden_groups, relations))
-            perturb = add_hidden_perturbation_from_minfo(minfo) if include_hidden_perturb else None
+            perturb = (add_hidden_perturbation_from_minfo(minfo, hidden_groups, relations)
+                       if include_hidden_perturb else None)
         finally:
             _restore(snapshot)
         return ETraceGraph(

@@ -18,7 +18,7 @@ import brainstate
 import jax
 
 from .. import _errors
-from .._jax_compat import Jaxpr, Literal, Var, lax_primitives as P, make_jaxpr_object, new_var
+from .._jax_compat import Jaxpr, Literal, Var, build_jaxpr, lax_primitives as P, new_var
 from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
 from .jaxpr_tools import evaluate_equations, inline_calls, is_var, make_eqn
 
@@ -108,8 +108,7 @@ class ModuleInfo(NamedTuple):
         """A copy whose jaxpr also outputs ``extra_vars`` (same equations, same vars)."""
         jaxpr = self.closed_jaxpr
         outvars = list(jaxpr.outvars) + list(extra_vars)
-        new = Jaxpr(list(jaxpr.constvars), list(jaxpr.invars), outvars, list(jaxpr.eqns),
-                    jaxpr.effects, consts=list(jaxpr.consts))
+        new = build_jaxpr(jaxpr.constvars, jaxpr.consts, jaxpr.invars, outvars, jaxpr.eqns, jaxpr.effects)
         return self._replace(closed_jaxpr=new)
 
     def state_values(self) -> list:
@@ -273,7 +272,7 @@ def extract_module_info(model: brainstate.nn.Module, *args) -> ModuleInfo:
             outvars[i] = fresh
     constvars = list(traced.constvars) + [v for v, _ in lifted]
     consts = list(traced.consts) + [c for _, c in lifted]
-    jaxpr = Jaxpr(constvars, list(traced.invars), outvars, eqns, traced.effects, consts=consts)
+    jaxpr = build_jaxpr(constvars, consts, traced.invars, outvars, eqns)
 
     # Tables.
     state_treedefs = tuple(jax.tree.structure(st.value) for st in states)

@@ -1,17 +1,29 @@
 # Copyright 2026 The braintrace authors. Licensed under the Apache License, Version 2.0.
 """Pass 4: the step with an additive perturbation at every new hidden value.
 
-Every equation producing a new hidden value ``h`` is renamed to produce ``ĥ``, followed by
-``h = stop_gradient(ĥ) + p_h`` where ``p_h`` is a new jaxpr input shaped like ``h``. With all
-``p = 0`` the values are unchanged. Reverse mode through this jaxpr then gives
+Every equation producing a new hidden value ``h`` of group ``b`` is renamed to produce
+``ĥ``, followed by
 
-* w.r.t. ``p_h``: the learning signal ``∂L_t/∂h_t`` (partial: other new hidden values held
-  fixed, which is what pairs with the traces ``dh_t/dθ``);
-* w.r.t. a parameter: its exact same-step gradient along paths that avoid every new hidden
-  value (a readout; the *output bypass*);
-* w.r.t. an old hidden value: ``∂L_t/∂h_{t-1}`` along such paths (pairs with ``ε_{t-1}``).
+    h = stop_gradient(ĥ) + p_h + (ĝ - stop_gradient(ĝ)),
 
-The ``stop_gradient`` is what separates these parts, so nothing is counted twice.
+where ``p_h`` is a new jaxpr input shaped like ``h`` and ``ĝ`` is a duplicate of the
+computation of ``ĥ`` in which every input *covered by group b's traces* is read through
+``stop_gradient``: the group's old and new member values (carried by ``D`` and the tails)
+and the trainable inputs of the ops whose relations feed the group (carried by their
+traces). The values are unchanged (with ``p = 0`` the step computes what the model does);
+only the gradient routing changes. Reverse mode through this jaxpr gives
+
+* w.r.t. ``p_h``: the learning signal ``∂L_t/∂h_t``, including same-step paths through
+  other groups (a stacked layer, a leaky readout) but not the in-group paths the traces
+  already contain;
+* w.r.t. a parameter: its exact same-step gradient along every path the traces do not
+  carry (a readout; a weight reaching a hidden state only through another op, such as the
+  GRU reset gate, which therefore learns from its one-step gradient);
+* w.r.t. an old hidden value: ``∂L_t/∂h_{t-1}`` along such paths, which pairs with
+  ``ε_{t-1}``.
+
+Nothing is counted twice: each path from a parameter to the loss is either in a trace or
+in the same-step gradient.
 """
 
 from __future__ import annotations
@@ -19,9 +31,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from .._jax_compat import Jaxpr, Literal, lax_primitives as P, new_var
+from .._jax_compat import Jaxpr, Literal, build_jaxpr, lax_primitives as P, new_var
 from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
-from .jaxpr_tools import evaluate_equations, forward_closure, is_var, make_eqn
+from .jaxpr_tools import backward_slice, evaluate_equations, forward_closure, is_var, make_eqn
 from .module_info import ModuleInfo
 
 __all__ = ["HiddenPerturbation", "add_hidden_perturbation_from_minfo"]
@@ -80,8 +92,16 @@ def _fmt(path) -> str:
     return ".".join(map(str, path))
 
 
-def add_hidden_perturbation_from_minfo(minfo: ModuleInfo) -> HiddenPerturbation:
+def add_hidden_perturbation_from_minfo(minfo: ModuleInfo, hidden_groups=None, relations=None) -> HiddenPerturbation:
     """Build the perturbed step of ``minfo`` (see the module docstring).
+
+    Parameters
+    ----------
+    minfo : ModuleInfo
+        The traced (and rewritten) step.
+    hidden_groups, relations : sequence, optional
+        The groups and relations of the graph. Without them every new hidden value is cut
+        completely (no same-step gradient through hidden values).
 
     Examples
     --------
@@ -117,6 +137,7 @@ def add_hidden_perturbation_from_minfo(minfo: ModuleInfo) -> HiddenPerturbation:
     renamed: dict = {}
     new_hidden_vars = []
     state_by_path = {minfo.state_id_to_path[id(st)]: st for st in minfo.compiled_model_states}
+    cross = _CrossGroupRouting(minfo, eqns, hidden_groups, relations)
     for path, h in minfo.hidden_path_to_outvar.items():
         p = new_var(h.aval)
         perturb_vars.append(p)
@@ -127,10 +148,21 @@ def add_hidden_perturbation_from_minfo(minfo: ModuleInfo) -> HiddenPerturbation:
             hat = new_var(h.aval)
             cut = new_var(h.aval)
             renamed[h] = (i, k, hat)
-            insert_after.setdefault(i, []).extend([
-                make_eqn([hat], [cut], P.stop_gradient_p),
-                make_eqn([cut, p], [h], P.add_p),
-            ])
+            extra = [make_eqn([hat], [cut], P.stop_gradient_p)]
+            routed = cross.duplicate(path, h, i)
+            if routed is None:
+                extra.append(make_eqn([cut, p], [h], P.add_p))
+            else:
+                dup_eqns, g = routed
+                g_cut, delta, base = new_var(h.aval), new_var(h.aval), new_var(h.aval)
+                extra.extend(dup_eqns)
+                extra.extend([
+                    make_eqn([g], [g_cut], P.stop_gradient_p),
+                    make_eqn([g, g_cut], [delta], P.sub_p),
+                    make_eqn([cut, p], [base], P.add_p),
+                    make_eqn([base, delta], [h], P.add_p),
+                ])
+            insert_after.setdefault(i, []).extend(extra)
             new_hidden_vars.append(h)
         else:
             # The state is not written by an equation (unchanged, or a copy of another value):
@@ -152,8 +184,7 @@ def add_hidden_perturbation_from_minfo(minfo: ModuleInfo) -> HiddenPerturbation:
         new_eqns.append(eqn)
         new_eqns.extend(insert_after.get(i, []))
 
-    perturb_jaxpr = Jaxpr(list(jaxpr.constvars), list(jaxpr.invars) + perturb_vars, outvars, new_eqns,
-                          jaxpr.effects, consts=list(jaxpr.consts))
+    perturb_jaxpr = build_jaxpr(jaxpr.constvars, jaxpr.consts, list(jaxpr.invars) + perturb_vars, outvars, new_eqns)
 
     # Same-step paths to the outputs that avoid every new hidden value.
     _, _, other_state_outs = minfo.split_state_outvars()
@@ -183,3 +214,105 @@ def add_hidden_perturbation_from_minfo(minfo: ModuleInfo) -> HiddenPerturbation:
         bypass_param_paths=bypass_params,
         bypass_hidden_paths=bypass_hidden,
     )
+
+
+class _CrossGroupRouting:
+    """Builds ``ĝ``: the computation of a new hidden value with trace-covered inputs detached."""
+
+    def __init__(self, minfo: ModuleInfo, eqns, hidden_groups, relations):
+        self.minfo = minfo
+        self.eqns = eqns
+        self.enabled = hidden_groups is not None and relations is not None
+        if not self.enabled:
+            return
+        self.group_of_path = {}
+        for g in hidden_groups:
+            for path in g.hidden_paths:
+                self.group_of_path[path] = g
+        eqn_index = {id(e): i for i, e in enumerate(eqns)}
+        producers = {}
+        for i, e in enumerate(eqns):
+            for v in e.outvars:
+                if is_var(v):
+                    producers[v] = i
+        # (equation index, input position) of trainable inputs covered by each group's traces.
+        self.covered_slots: dict[int, set] = {g.index: set() for g in hidden_groups}
+        for rel in relations:
+            i = producers.get(rel.y_var)
+            if i is None:
+                continue
+            positions = {k: pos for k, pos in _trainable_positions(eqns[i]).items()}
+            for g in rel.hidden_groups:
+                for key in rel.trainable_vars:
+                    self.covered_slots[g.index].add((i, positions[key]))
+        del eqn_index
+        self.hidden_outvars = set(minfo.outvar_to_hidden_path)
+        self.sources = set(minfo.invar_to_weight_path) | set(minfo.hidden_path_to_invar) | self.hidden_outvars
+        _, _, other_outs = minfo.split_state_outvars()
+        n_args = minfo.num_args
+        state_invars = set(minfo.closed_jaxpr.invars[n_args:])
+        self.sources |= state_invars
+
+    def duplicate(self, path, h, producer_index):
+        """Return ``(equations, ĝ var)`` or None when no uncovered gradient path exists."""
+        if not self.enabled:
+            return None
+        group = self.group_of_path[path]
+        detach = set(group.hidden_invars) | set(group.hidden_outvars)
+        covered = self.covered_slots[group.index]
+        stop = self.hidden_outvars - {h}
+        order, _ = backward_slice([h], self.eqns, include=lambda i, e: not any(
+            is_var(o) and o in stop for o in e.outvars))
+        if not order:
+            return None
+        # Does any gradient-carrying input reach h once covered inputs are detached?
+        live_vars: set = set()
+        for i in order:
+            eqn = self.eqns[i]
+            for pos, a in enumerate(eqn.invars):
+                if not is_var(a) or (i, pos) in covered or a in detach:
+                    continue
+                if a in live_vars or a in self.sources:
+                    live_vars.update(v for v in eqn.outvars if is_var(v))
+                    break
+        if h not in live_vars:
+            return None
+        dup: dict = {}
+        detached: dict = {}
+        out_eqns = []
+
+        def detached_var(a):
+            if a not in detached:
+                v = new_var(a.aval)
+                out_eqns.append(make_eqn([a], [v], P.stop_gradient_p))
+                detached[a] = v
+            return detached[a]
+
+        for i in order:
+            eqn = self.eqns[i]
+            invars = []
+            for pos, a in enumerate(eqn.invars):
+                if not is_var(a):
+                    invars.append(a)
+                elif (i, pos) in covered:
+                    invars.append(detached_var(dup.get(a, a)))
+                elif a in dup:
+                    invars.append(dup[a])
+                elif a in detach:
+                    invars.append(detached_var(a))
+                else:
+                    invars.append(a)
+            outs = []
+            for v in eqn.outvars:
+                fresh = new_var(v.aval)
+                if is_var(v):
+                    dup[v] = fresh
+                outs.append(fresh)
+            out_eqns.append(eqn.replace(invars=invars, outvars=outs))
+        return out_eqns, dup[h]
+
+
+def _trainable_positions(eqn):
+    from ..ops.primitive import etp_rule_of
+
+    return etp_rule_of(eqn.primitive).trainable_inputs(**eqn.params)

@@ -427,7 +427,8 @@ def _emit_unconnected(prim_name, weight_paths, blocked, eqns, minfo, y_var, read
                 emit(DiagnosticKind.RELATION_EXCLUDED_WEIGHT_TO_WEIGHT, DiagnosticLevel.WARNING,
                      f"The output of `{prim_name}` reaches hidden states only through another trainable op "
                      f"({', '.join(sorted(set(blockers))) or 'an ETP op'}); per-op traces cannot carry this "
-                     "path, so this weight gets no online gradient through it.",
+                     "path, so it has no eligibility trace and learns from its exact same-step gradient only "
+                     "(its influence through earlier hidden values is ignored).",
                      primitive=prim_name, weight_path=wpath,
                      context={"blocking_weights": sorted(set(blockers))})
             return
@@ -445,16 +446,35 @@ def _emit_unconnected(prim_name, weight_paths, blocked, eqns, minfo, y_var, read
                  primitive=prim_name, weight_path=wpath)
 
 
+def _reaches_hidden_outside_ops(leaves, eqns, hidden_out) -> list:
+    """Hidden outvars a weight reaches without entering an ETP op as its trainable input."""
+    reached = set(leaves)
+    hits = []
+    for eqn in eqns:
+        positions = [k for k, a in enumerate(eqn.invars) if is_var(a) and a in reached]
+        if not positions or eqn.primitive is P.stop_gradient_p:
+            continue
+        if is_etp_primitive(eqn.primitive):
+            trainable = set(etp_rule_of(eqn.primitive).trainable_inputs(**eqn.params).values())
+            if all(k in trainable for k in positions):
+                continue
+        for v in eqn.outvars:
+            if is_var(v):
+                reached.add(v)
+                if v in hidden_out:
+                    hits.append(v)
+    return hits
+
+
 def _check_plain_weight_use(minfo: ModuleInfo, eqns):
     hidden_out = set(minfo.outvar_to_hidden_path)
     for path, leaves in minfo.weight_path_to_invars.items():
-        reached = forward_closure(leaves, eqns, crosses=lambda e: not is_etp_primitive(e.primitive)
-                                  and e.primitive is not P.stop_gradient_p)
-        hit = [minfo.outvar_to_hidden_path[v] for v in reached if v in hidden_out]
+        hit = [minfo.outvar_to_hidden_path[v] for v in _reaches_hidden_outside_ops(leaves, eqns, hidden_out)]
         if hit:
             emit(DiagnosticKind.PLAIN_WEIGHT_OPERATION, DiagnosticLevel.WARNING,
                  f"ParamState `{_fmt(path)}` reaches hidden state(s) "
-                 f"{', '.join('`' + _fmt(p) + '`' for p in sorted(set(hit)))} through plain JAX ops, not an "
-                 "ETP op, so it has no eligibility trace and its online gradient misses those paths. Use "
-                 "`braintrace.matmul` / `element_wise` / `conv` / `einsum` for trainable operations.",
+                 f"{', '.join('`' + _fmt(p) + '`' for p in sorted(set(hit)))} through plain JAX ops, not as the "
+                 "trainable input of an ETP op, so it has no eligibility trace: it learns from its same-step "
+                 "gradient only. Use `braintrace.matmul` / `element_wise` / `conv` / `einsum` for trainable "
+                 "operations.",
                  weight_path=path, hidden_paths=sorted(set(hit)))
