@@ -97,8 +97,10 @@ def train(algorithm, steps=60, **options):
 
 
 def test_online_algorithms_learn_like_bptt():
-    start, bptt_end = train("bptt")
+    """Both online algorithms reduce the loss as much as BPTT does on the same task."""
+    bptt_start, bptt_end = train("bptt", steps=100)
+    assert bptt_end < 0.8 * bptt_start
     for algorithm, options in [("d_rtrl", {}), ("es_d_rtrl", {"decay_or_rank": 0.9})]:
-        first, last = train(algorithm, **options)
-        assert last < 0.6 * first, f"{algorithm} did not learn: {first:.3f} -> {last:.3f}"
-        assert last < bptt_end + 0.25, f"{algorithm} ends at {last:.3f}, BPTT at {bptt_end:.3f}"
+        first, last = train(algorithm, steps=100, **options)
+        assert last < 0.8 * first, f"{algorithm} did not learn: {first:.3f} -> {last:.3f}"
+        assert last < bptt_end + 0.05, f"{algorithm} ends at {last:.3f}, BPTT at {bptt_end:.3f}"
