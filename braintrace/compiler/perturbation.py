@@ -53,9 +53,9 @@ class HiddenPerturbation(NamedTuple):
     perturb_jaxpr : Jaxpr
         Inputs ``step inputs + perturbations``; outputs those of the (rewritten) step.
     bypass_param_paths : tuple of Path
-        ParamStates with a same-step path to the outputs that avoids new hidden values.
+        ParamStates with a same-step gradient path to the outputs that no trace carries.
     bypass_hidden_paths : tuple of Path
-        Hidden states whose old value reaches the outputs avoiding new hidden values.
+        Hidden states whose old value has such a path (it pairs with the previous trace).
     """
 
     perturb_vars: list
@@ -202,8 +202,8 @@ def add_hidden_perturbation_from_minfo(minfo: ModuleInfo, hidden_groups=None, re
     if bypass_params:
         emit(DiagnosticKind.OUTPUT_BYPASSES_HIDDEN, DiagnosticLevel.INFO,
              f"ParamState(s) {', '.join('`' + _fmt(p) + '`' for p in bypass_params)} reach the step output "
-             "without passing a new hidden value; that part of their gradient is exact and computed in "
-             "the same step.",
+             "along paths no eligibility trace carries (a readout, or through another op's input); that "
+             "part of their gradient is exact and computed in the same step.",
              context={"bypass_param_paths": [_fmt(p) for p in bypass_params],
                       "bypass_hidden_paths": [_fmt(p) for p in bypass_hidden]})
     return HiddenPerturbation(
