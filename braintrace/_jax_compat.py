@@ -37,6 +37,7 @@ __all__ = [
     "bind_equation",
     "shaped_array",
     "is_not_mapped",
+    "optional_primitives",
     "is_literal",
     "instantiate_zero_tangent",
     "jaxpr_of_param",
@@ -50,6 +51,23 @@ except ImportError:  # pragma: no cover - older JAX
 from jax._src import core as _core
 
 _CLOSED_JAXPR_IS_JAXPR = jex_core.ClosedJaxpr is jex_core.Jaxpr
+
+
+def optional_primitives(*names: str) -> tuple:
+    """Primitives that exist only in some JAX versions (looked up by capability)."""
+    found = []
+    for name in names:
+        prim = getattr(lax_primitives, name, None)
+        if prim is None:
+            try:
+                from jax._src.lax import lax as _lax_internal
+
+                prim = getattr(_lax_internal, name, None)
+            except ImportError:  # pragma: no cover
+                prim = None
+        if prim is not None:
+            found.append(prim)
+    return tuple(found)
 
 
 def is_not_mapped(batch_dim) -> bool:

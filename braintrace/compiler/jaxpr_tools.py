@@ -25,6 +25,7 @@ from .._jax_compat import (
     lax_primitives as P,
     new_eqn,
     new_var,
+    optional_primitives,
 )
 
 __all__ = [
@@ -72,7 +73,7 @@ ELEMENTWISE_PRIMITIVES = frozenset(
 # Ops that select or assemble along the trailing state axis of a HiddenGroupState.
 STATE_AXIS_PRIMITIVES = frozenset(
     (P.slice_p, P.concatenate_p, P.gather_p, P.scatter_p, P.dynamic_slice_p,
-     P.dynamic_update_slice_p, P.squeeze_p, P.reshape_p)
+     P.dynamic_update_slice_p, P.squeeze_p, P.reshape_p, *optional_primitives("stack_p", "unstack_p"))
 )
 
 

@@ -94,6 +94,24 @@ etp_einsum_p = register_primitive(
 )
 
 
+def _check_shapes(equation, x_spec, w_spec, x_shape, w_shape):
+    """Raise a ValueError naming both shapes when they do not fit the equation."""
+    def fail(reason):
+        raise ValueError(
+            f"`einsum` equation {equation!r} does not fit x of shape {tuple(x_shape)} and weight "
+            f"of shape {tuple(w_shape)}: {reason}."
+        )
+
+    if len(x_shape) != len(x_spec):
+        fail(f"x needs {len(x_spec)} axes ({x_spec!r})")
+    if len(w_shape) != len(w_spec):
+        fail(f"the weight needs {len(w_spec)} axes ({w_spec!r})")
+    sizes = dict(zip(x_spec, x_shape, strict=True))
+    for c, n in zip(w_spec, w_shape, strict=True):
+        if c in sizes and sizes[c] != n:
+            fail(f"letter {c!r} has size {sizes[c]} in x but {n} in the weight")
+
+
 def einsum(equation: str, x, weight, *, weight_fn: Callable | None = None):
     """Trainable ``einsum(equation, x, weight_fn(weight))`` with two operands.
 
@@ -111,6 +129,12 @@ def einsum(equation: str, x, weight, *, weight_fn: Callable | None = None):
     -------
     jax.Array
 
+    Raises
+    ------
+    ValueError
+        For a malformed equation, or shapes that do not fit it (sizes of shared letters
+        must match exactly; einsum's size-1 broadcasting is not accepted).
+
     Examples
     --------
     >>> import jax.numpy as jnp
@@ -118,9 +142,10 @@ def einsum(equation: str, x, weight, *, weight_fn: Callable | None = None):
     >>> braintrace.einsum('bi,io->bo', jnp.ones((2, 3)), jnp.ones((3, 4))).shape
     (2, 4)
     """
-    parse_equation(equation)
+    x_spec, w_spec, _ = parse_equation(equation)
     xm, xu = _units.split(x)
     wm, wu = _units.split(weight)
+    _check_shapes(equation, x_spec, w_spec, jnp.shape(xm), jnp.shape(wm))
     y = etp_einsum_p.bind(jnp.asarray(xm), jnp.asarray(wm), equation=equation.replace(" ", ""),
                           weight_fn=weight_fn)
     return _units.attach(y, _units.combine_units(xu, wu))

@@ -71,8 +71,9 @@ class ETPRule:
         itself; their output may lie on a hidden-to-hidden path.
     batch_params : callable, optional
         Maps static params to those of the same op with one extra leading axis on ``x``
-        (used by the ``vmap`` rule). ``None`` means the op cannot keep its identity under
-        ``vmap`` of ``x`` and is evaluated as plain JAX ops instead.
+        (used by the ``vmap`` rule, which keeps the op an ETP equation when only ``x`` is
+        mapped). :func:`register_primitive` defaults it to "params unchanged", for ops whose
+        ``apply`` accepts extra leading axes on ``x``.
     """
 
     apply: ApplyFn
@@ -232,7 +233,7 @@ def _batch_rule(primitive, batched_args, batch_dims, **params):
         args[rule.x_index] = jnp.moveaxis(args[rule.x_index], bd, 0)
         new_params = rule.batch_params(params)
         return primitive.bind(*args, **new_params), 0
-    if params_batched and rule.x_index is not None:
+    if params_batched:
         warnings.warn(
             f"`{primitive.name}` is vmapped over its parameters; it is evaluated as plain JAX "
             "ops and is no longer visible to the eligibility-trace compiler.",

@@ -112,3 +112,37 @@ class ConvLeaky(brainstate.nn.Module):
         k = self.kernel.value
         self.h.value = 0.8 * self.h.value + jnp.tanh(braintrace.conv(x, k["kernel"], k["bias"], padding="SAME"))
         return self.out(self.h.value.reshape(self.h.value.shape[:-2] + (-1,)))
+
+
+class GroupStateNeuron(brainstate.nn.Module):
+    """An adaptive neuron whose ``(V, w)`` live in one ``HiddenGroupState`` (element-wise)."""
+
+    def __init__(self, n_in=3, n=5):
+        super().__init__()
+        self.n = n
+        self.inp = bnn.Linear(n_in, n)
+        self.out = bnn.Linear(n, 2)
+
+    def init_state(self, batch_size=None, **kwargs):
+        shape = (batch_size, self.n, 2) if batch_size else (self.n, 2)
+        self.s = brainstate.HiddenGroupState(jnp.zeros(shape))
+
+    def update(self, x):
+        v, w = self.s.value[..., 0], self.s.value[..., 1]
+        v_new = 0.9 * v + jnp.tanh(self.inp(x)) - 0.3 * w
+        w_new = 0.95 * w + 0.1 * jax.nn.sigmoid(v_new)
+        self.s.value = jnp.stack([v_new, w_new], axis=-1)
+        return self.out(v_new)
+
+
+class SpikingLeakyReadout(brainstate.nn.Module):
+    """``Linear -> LIF -> LeakyRateReadout``: two hidden groups in a chain."""
+
+    def __init__(self, n_in=3, n_hidden=6, n_out=2):
+        super().__init__()
+        self.inp = bnn.Linear(n_in, n_hidden, w_init=brainstate.nn.init.KaimingNormal(scale=4.0))
+        self.neu = bnn.LIF(n_hidden, tau=5.0)
+        self.out = bnn.LeakyRateReadout(n_hidden, n_out, tau=5.0)
+
+    def update(self, x):
+        return self.out(self.neu(self.inp(x)))
