@@ -24,6 +24,7 @@ from typing import Any
 import brainstate
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import _errors
 from ..compiler.graph import ETraceGraph, compile_etrace_graph
@@ -181,7 +182,6 @@ class ETraceAlgorithm(brainstate.nn.Module):
     # ------------------------------------------------------------------ the step
     def _build_step(self) -> Callable:
         graph, layout = self._graph, self._layout
-        relations = graph.hidden_param_op_relations
         uses_old_signal = bool(graph.hidden_perturb.bypass_hidden_paths)
 
         def quantities(temps, params):
@@ -215,7 +215,6 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
         step_fn = jax.custom_vjp(primal)
         step_fn.defvjp(fwd, bwd)
-        del relations
         return step_fn
 
     def _accumulate(self, grads, per_relation, params, temps) -> None:
@@ -347,6 +346,5 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
 
 def _float0_like(x):
-    import numpy as np
-
+    # The cotangent of an integer input (the step counter).
     return np.zeros(jnp.shape(x), dtype=jax.dtypes.float0)
