@@ -7,7 +7,7 @@ ES-D-RTRL/pp-prop, sequence drivers), ``coding`` (observe-only coding statistics
 ``nn`` (layers built on the ops).
 """
 
-from . import algorithms, nn, ops
+from . import algorithms, coding, nn, ops
 from .algorithms import (
     D_RTRL,
     ES_D_RTRL,
@@ -53,6 +53,7 @@ __all__ = [
     "IODimVjpAlgorithm",
     "ParamDimVjpAlgorithm",
     "algorithms",
+    "coding",
     "nn",
     "compile",
     "etrace_evolve",

@@ -38,6 +38,21 @@ class EligibilityTrace(brainstate.ShortTermState):
     """A brainstate state holding eligibility traces (reset with the hidden states)."""
 
 
+class _Compiled:
+    """Compilation products kept out of brainstate's module-graph traversal.
+
+    ``ETraceGraph`` is a NamedTuple whose tables are keyed by jaxpr vars; brainstate would
+    walk into it as a pytree when listing the learner's states.
+    """
+
+    __slots__ = ("graph", "layout", "step_fn")
+
+    def __init__(self, graph=None, layout=None, step_fn=None):
+        self.graph = graph
+        self.layout = layout
+        self.step_fn = step_fn
+
+
 def _fmt(path) -> str:
     return ".".join(map(str, path))
 
@@ -62,9 +77,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
             raise TypeError(f"the online learner wraps a `brainstate.nn.Module`; got {type(model).__name__}.")
         self.model = model
         self.vmap = bool(vmap)
-        self._graph: ETraceGraph | None = None
-        self._layout: executor.StateLayout | None = None
-        self._step_fn: Callable | None = None
+        self._compiled = _Compiled()
 
     # ------------------------------------------------------------------ subclass hooks
     def init_traces(self, graph: ETraceGraph, quantities: executor.StepQuantities) -> dict:
@@ -85,11 +98,11 @@ class ETraceAlgorithm(brainstate.nn.Module):
     def graph(self) -> ETraceGraph:
         """The compiled graph (raises before :meth:`compile_graph`)."""
         self._assert_compiled("graph")
-        return self._graph
+        return self._compiled.graph
 
     @property
     def is_compiled(self) -> bool:
-        return self._graph is not None
+        return self._compiled.graph is not None
 
     @property
     def param_states(self) -> dict:
@@ -101,7 +114,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
         return dict(self.model.states(brainstate.HiddenState))
 
     def _assert_compiled(self, what: str) -> None:
-        if self._graph is None:
+        if self._compiled.graph is None:
             raise ValueError(
                 f"`{type(self).__name__}.{what}` needs a compiled graph; call "
                 f"`learner.compile_graph(*example_inputs)` (or use `braintrace.compile`) first."
@@ -133,9 +146,8 @@ class ETraceAlgorithm(brainstate.nn.Module):
                 "`param_state.value` in the recurrent path; see `graph.explain()`:\n"
                 + "\n".join(str(r) for r in graph.diagnostics)
             )
-        self._graph = graph
-        self._layout = executor.StateLayout.of(graph)
-        self._step_fn = self._build_step()
+        self._compiled = _Compiled(graph, executor.StateLayout.of(graph))
+        self._compiled.step_fn = self._build_step()
         self.init_etrace_state(*example_args)
         return graph
 
@@ -146,7 +158,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
         """(Re)allocate zero traces and reset the step counter."""
         self._assert_compiled("init_etrace_state")
         structs = self._quantity_shapes(example_args)
-        traces = self.init_traces(self._graph, structs)
+        traces = self.init_traces(self._compiled.graph, structs)
         if self.vmap:
             lanes = jax.tree.leaves(example_args)[0].shape[0]
             traces = jax.tree.map(lambda t: jnp.zeros((lanes,) + t.shape, t.dtype), traces)
@@ -155,22 +167,22 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
     def reset_state(self, batch_size=None, **kwargs) -> None:
         """Zero the traces and the step counter (hidden states are the model's own)."""
-        if self._graph is None:
+        if self._compiled.graph is None:
             return
         self.etrace.value = jax.tree.map(jnp.zeros_like, self.etrace.value)
         self.running_index.value = jnp.asarray(0, jnp.int32)
 
     def _quantity_shapes(self, example_args):
-        layout = self._layout
-        minfo = self._graph.module_info
+        layout = self._compiled.layout
+        minfo = self._compiled.graph.module_info
         values = [st.value for st in minfo.compiled_model_states]
 
         def probe(args, values):
             leaves = [jax.tree.leaves(v) for v in values]
             params = [leaves[i] for i in layout.param_indices]
             others = [leaves[i] for i in layout.other_indices]
-            _, temps, _ = executor.run_step(self._graph, layout, jax.tree.leaves(args), params, others)
-            return executor.step_quantities(self._graph, temps, dict(zip(layout.param_paths, params, strict=True)))
+            _, temps, _ = executor.run_step(self._compiled.graph, layout, jax.tree.leaves(args), params, others)
+            return executor.step_quantities(self._compiled.graph, temps, dict(zip(layout.param_paths, params, strict=True)))
 
         args = example_args
         if self.vmap:
@@ -181,7 +193,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
     # ------------------------------------------------------------------ the step
     def _build_step(self) -> Callable:
-        graph, layout = self._graph, self._layout
+        graph, layout = self._compiled.graph, self._compiled.layout
         uses_old_signal = bool(graph.hidden_perturb.bypass_hidden_paths)
 
         def quantities(temps, params):
@@ -219,10 +231,10 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
     def _accumulate(self, grads, per_relation, params, temps) -> None:
         """Add per-relation effective-input gradients into per-leaf parameter gradients."""
-        index_of_path = {p: i for i, p in enumerate(self._layout.param_paths)}
-        for rel, eff_grads in zip(self._graph.hidden_param_op_relations, per_relation, strict=True):
+        index_of_path = {p: i for i, p in enumerate(self._compiled.layout.param_paths)}
+        for rel, eff_grads in zip(self._compiled.graph.hidden_param_op_relations, per_relation, strict=True):
             rule = etp_rule_of(rel.primitive)
-            raw = executor.op_inputs(rel, dict(zip(self._layout.param_paths, params, strict=True)), temps)
+            raw = executor.op_inputs(rel, dict(zip(self._compiled.layout.param_paths, params, strict=True)), temps)
             raw_grads = rule.raw_gradients(raw, eff_grads, rel.eqn_params)
             for key, g in raw_grads.items():
                 path = rel.trainable_paths[key]
@@ -235,8 +247,8 @@ class ETraceAlgorithm(brainstate.nn.Module):
     def update(self, *args):
         """One online step: run the model, advance the traces, return the model output."""
         self._assert_compiled("update")
-        minfo = self._graph.module_info
-        layout = self._layout
+        minfo = self._compiled.graph.module_info
+        layout = self._compiled.layout
         states = self._current_states()
         leaves = [jax.tree.leaves(st.value) for st in states]
         params = [leaves[i] for i in layout.param_indices]
@@ -244,9 +256,9 @@ class ETraceAlgorithm(brainstate.nn.Module):
         arg_leaves = jax.tree.leaves(args)
         step = self.running_index.value
         if self.vmap:
-            fn = jax.vmap(self._step_fn, in_axes=(0, None, 0, 0, None))
+            fn = jax.vmap(self._compiled.step_fn, in_axes=(0, None, 0, 0, None))
         else:
-            fn = self._step_fn
+            fn = self._compiled.step_fn
         main, new_traces = fn(arg_leaves, params, others, self.etrace.value, step)
         n_out = minfo.num_var_out
         out_leaves, other_leaves = main[:n_out], main[n_out:]
@@ -274,7 +286,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
         ``brainstate.nn.init_all_states`` creates new state objects; looking them up by path
         keeps the learner attached to the model after a re-initialisation.
         """
-        minfo = self._graph.module_info
+        minfo = self._compiled.graph.module_info
         current = self.model.states()
         out = []
         for st, treedef in zip(minfo.compiled_model_states, minfo.state_treedefs, strict=True):
@@ -307,14 +319,14 @@ class ETraceAlgorithm(brainstate.nn.Module):
             weight_path = matches[0]
         weight_path = tuple(weight_path)
         out = {}
-        for r, rel in enumerate(self._graph.hidden_param_op_relations):
+        for r, rel in enumerate(self._compiled.graph.hidden_param_op_relations):
             if weight_path in rel.trainable_paths.values():
                 for g in rel.hidden_groups:
                     key = f"{r}:{g.index}"
                     if key in self.etrace.value:
                         out[(r, g.index)] = self.etrace.value[key]
         if not out:
-            known = sorted({_fmt(p) for rel in self._graph.hidden_param_op_relations
+            known = sorted({_fmt(p) for rel in self._compiled.graph.hidden_param_op_relations
                             for p in rel.trainable_paths.values()})
             raise ValueError(f"`{_fmt(weight_path)}` has no eligibility trace; traced weights: {known}.")
         return out

@@ -31,7 +31,10 @@ from .soft_assign import SoftAssignment, soft_assign, squared_distances
 from .soft_code import SoftCode
 from .trace_slot import TraceSlot, TraceSlotState
 
+from .monitor import HiddenMonitor, monitor_hidden, summarize_trace
+
 __all__ = [
+    "HiddenMonitor",
     "Codebook",
     "CodebookState",
     "CodingLayer",
@@ -46,6 +49,8 @@ __all__ = [
     "coding_statistics",
     "fail_open_reducer",
     "identity_reducer",
+    "monitor_hidden",
+    "summarize_trace",
     "resolve_reducer",
     "soft_assign",
     "spatial_mean_reducer",
