@@ -1,0 +1,53 @@
+"""Run every benchmark and write ``benchmarks/results.md`` (plus a memory plot).
+
+``python -m benchmarks`` runs the quick grid (minutes on a laptop CPU); ``--full`` runs the
+speed grid of the issue (Elman and GRU, N in {64, 256, 1024}, T in {100, 1000}, batch 16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import io
+import pathlib
+
+from . import coding_overhead, compile_time, memory, speed
+from ._common import machine
+
+HERE = pathlib.Path(__file__).parent
+
+
+def _capture(fn, argv):
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        fn(argv)
+    text = buffer.getvalue()
+    print(text, flush=True)
+    return "\n".join(line for line in text.splitlines() if line.startswith("|") or line.startswith("Machine"))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--full", action="store_true", help="the full speed grid (slow on CPU)")
+    parser.add_argument("--output", default=str(HERE / "results.md"))
+    args = parser.parse_args(argv)
+    speed_args = ["--repeats", "2"] if args.full else ["--hidden", "64", "256", "--lengths", "100", "--repeats", "3"]
+    sections = [
+        ("Compile time (2-layer GRU, 256 units)", compile_time.main, []),
+        ("Compiled memory of one gradient over a sequence (Elman, N=128, batch 16)", memory.main,
+         ["--plot", str(HERE / "memory.png")]),
+        ("Time per sequence, forward + gradient", speed.main, speed_args),
+        ("Overhead of coding statistics (GRU N=256, K=16)", coding_overhead.main, []),
+    ]
+    parts = [f"# Benchmark results\n\nMeasured {datetime.date.today().isoformat()} on: {machine()}.\n"
+             "Regenerate with `python -m benchmarks` (add `--full` for the whole speed grid).\n"]
+    for title, fn, fn_args in sections:
+        parts.append(f"## {title}\n\n{_capture(fn, fn_args)}\n")
+    parts.append("![memory vs sequence length](memory.png)\n")
+    pathlib.Path(args.output).write_text("\n".join(parts))
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
