@@ -30,7 +30,36 @@ def _concat(x, h):
     return jnp.concatenate([x, h], axis=-1)
 
 
-class ValinaRNNCell(brainstate.nn.Module):
+class _RecurrentCell(brainstate.nn.Module):
+    """Shared parts of the cells: sizes, gate layers on ``[x, h]`` and zero hidden states.
+
+    Subclasses name their gates (each a :class:`Linear` from ``in + out`` to ``out``) and
+    their hidden states, and define ``update``.
+    """
+
+    state_names: tuple[str, ...] = ("h",)
+
+    def __init__(self, in_size: int, out_size: int, gates: tuple[str, ...], w_init: Initializer,
+                 b_init: Initializer, name: str | None):
+        super().__init__(name=name)
+        self.in_size = in_size
+        self.out_size = out_size
+        self.num_out = out_size
+        for gate in gates:
+            setattr(self, gate, Linear(in_size + out_size, out_size, w_init, b_init))
+
+    def init_state(self, batch_size: int | None = None, **kwargs):
+        """Create the hidden states at zero, shape ``(out_size,)`` or ``(batch_size, out_size)``."""
+        for state_name in self.state_names:
+            setattr(self, state_name, brainstate.HiddenState(_zeros(self.num_out, batch_size)))
+
+    def reset_state(self, batch_size: int | None = None, **kwargs):
+        """Set the hidden states back to zero."""
+        for state_name in self.state_names:
+            getattr(self, state_name).value = _zeros(self.num_out, batch_size)
+
+
+class ValinaRNNCell(_RecurrentCell):
     """Elman RNN cell: ``h = activation(W [x, h] + b)``.
 
     ``VanillaRNNCell`` is the same class. Its recurrence passes through the dense weight, so
@@ -78,22 +107,10 @@ class ValinaRNNCell(brainstate.nn.Module):
         b_init: Initializer = init.ZeroInit(),
         name: str | None = None,
     ):
-        super().__init__(name=name)
         if not callable(activation):
             raise TypeError(f"`activation` must be callable; got {type(activation).__name__}.")
-        self.in_size = in_size
-        self.out_size = out_size
-        self.num_out = out_size
+        super().__init__(in_size, out_size, ("W",), w_init, b_init, name)
         self.activation = activation
-        self.W = Linear(in_size + out_size, out_size, w_init, b_init)
-
-    def init_state(self, batch_size: int | None = None, **kwargs):
-        """Create ``h`` at zero, shape ``(out_size,)`` or ``(batch_size, out_size)``."""
-        self.h = brainstate.HiddenState(_zeros(self.num_out, batch_size))
-
-    def reset_state(self, batch_size: int | None = None, **kwargs):
-        """Set ``h`` back to zero."""
-        self.h.value = _zeros(self.num_out, batch_size)
 
     def update(self, x):
         """Advance one step with input ``x``; return the new ``h``."""
@@ -104,7 +121,7 @@ class ValinaRNNCell(brainstate.nn.Module):
 VanillaRNNCell = ValinaRNNCell
 
 
-class GRUCell(brainstate.nn.Module):
+class GRUCell(_RecurrentCell):
     """Gated recurrent unit.
 
     One step, with ``xh = [x, h]``::
@@ -156,21 +173,7 @@ class GRUCell(brainstate.nn.Module):
         b_init: Initializer = init.ZeroInit(),
         name: str | None = None,
     ):
-        super().__init__(name=name)
-        self.in_size = in_size
-        self.out_size = out_size
-        self.num_out = out_size
-        self.Wz = Linear(in_size + out_size, out_size, w_init, b_init)
-        self.Wr = Linear(in_size + out_size, out_size, w_init, b_init)
-        self.Wh = Linear(in_size + out_size, out_size, w_init, b_init)
-
-    def init_state(self, batch_size: int | None = None, **kwargs):
-        """Create ``h`` at zero, shape ``(out_size,)`` or ``(batch_size, out_size)``."""
-        self.h = brainstate.HiddenState(_zeros(self.num_out, batch_size))
-
-    def reset_state(self, batch_size: int | None = None, **kwargs):
-        """Set ``h`` back to zero."""
-        self.h.value = _zeros(self.num_out, batch_size)
+        super().__init__(in_size, out_size, ("Wz", "Wr", "Wh"), w_init, b_init, name)
 
     def update(self, x):
         """Advance one step with input ``x``; return the new ``h``."""
@@ -183,7 +186,7 @@ class GRUCell(brainstate.nn.Module):
         return self.h.value
 
 
-class LSTMCell(brainstate.nn.Module):
+class LSTMCell(_RecurrentCell):
     """Long short-term memory cell.
 
     One step, with ``xh = [x, h]``::
@@ -225,6 +228,8 @@ class LSTMCell(brainstate.nn.Module):
     ((2, 4), (2, 4))
     """
 
+    state_names = ("c", "h")
+
     def __init__(
         self,
         in_size: int,
@@ -235,25 +240,8 @@ class LSTMCell(brainstate.nn.Module):
         b_init: Initializer = init.ZeroInit(),
         name: str | None = None,
     ):
-        super().__init__(name=name)
-        self.in_size = in_size
-        self.out_size = out_size
-        self.num_out = out_size
+        super().__init__(in_size, out_size, ("Wi", "Wg", "Wf", "Wo"), w_init, b_init, name)
         self.forget_bias = forget_bias
-        self.Wi = Linear(in_size + out_size, out_size, w_init, b_init)
-        self.Wg = Linear(in_size + out_size, out_size, w_init, b_init)
-        self.Wf = Linear(in_size + out_size, out_size, w_init, b_init)
-        self.Wo = Linear(in_size + out_size, out_size, w_init, b_init)
-
-    def init_state(self, batch_size: int | None = None, **kwargs):
-        """Create ``c`` and ``h`` at zero, shape ``(out_size,)`` or ``(batch_size, out_size)``."""
-        self.c = brainstate.HiddenState(_zeros(self.num_out, batch_size))
-        self.h = brainstate.HiddenState(_zeros(self.num_out, batch_size))
-
-    def reset_state(self, batch_size: int | None = None, **kwargs):
-        """Set ``c`` and ``h`` back to zero."""
-        self.c.value = _zeros(self.num_out, batch_size)
-        self.h.value = _zeros(self.num_out, batch_size)
 
     def update(self, x):
         """Advance one step with input ``x``; return the new ``h``."""
@@ -269,7 +257,7 @@ class LSTMCell(brainstate.nn.Module):
         return self.h.value
 
 
-class MGUCell(brainstate.nn.Module):
+class MGUCell(_RecurrentCell):
     """Minimal gated unit: a GRU whose single forget gate also acts as the reset gate.
 
     One step, with ``xh = [x, h]``::
@@ -317,20 +305,7 @@ class MGUCell(brainstate.nn.Module):
         b_init: Initializer = init.ZeroInit(),
         name: str | None = None,
     ):
-        super().__init__(name=name)
-        self.in_size = in_size
-        self.out_size = out_size
-        self.num_out = out_size
-        self.Wf = Linear(in_size + out_size, out_size, w_init, b_init)
-        self.Wh = Linear(in_size + out_size, out_size, w_init, b_init)
-
-    def init_state(self, batch_size: int | None = None, **kwargs):
-        """Create ``h`` at zero, shape ``(out_size,)`` or ``(batch_size, out_size)``."""
-        self.h = brainstate.HiddenState(_zeros(self.num_out, batch_size))
-
-    def reset_state(self, batch_size: int | None = None, **kwargs):
-        """Set ``h`` back to zero."""
-        self.h.value = _zeros(self.num_out, batch_size)
+        super().__init__(in_size, out_size, ("Wf", "Wh"), w_init, b_init, name)
 
     def update(self, x):
         """Advance one step with input ``x``; return the new ``h``."""

@@ -43,7 +43,23 @@ def _integrate(V, x, dt_over_tau, V_rest, R):
     return V + dt_over_tau * (-(V - V_rest) + R * x)
 
 
-class LIF(brainstate.nn.Module):
+class _LeakyIntegrateAndFire(brainstate.nn.Module):
+    """Shared construction of the spiking layers (membrane constants, ``tau``, surrogate)."""
+
+    def __init__(self, n, *, tau, V_th, V_reset, V_rest, R, dt, tau_trainable, detach_reset, surrogate, name):
+        super().__init__(name=name)
+        self.in_size = n
+        self.out_size = n
+        self.varshape = tuple(self.in_size)
+        _check_voltages(V_th, V_reset, V_rest)
+        _check_dt(dt, tau, "tau")
+        self.V_th, self.V_reset, self.V_rest, self.R, self.dt = V_th, V_reset, V_rest, R, dt
+        self.tau = TimeConstant(tau, self.varshape, trainable=tau_trainable)
+        self.detach_reset = detach_reset
+        self.surrogate = as_surrogate(surrogate)
+
+
+class LIF(_LeakyIntegrateAndFire):
     """Leaky integrate-and-fire neurons with reset by subtraction.
 
     One step of ``update(x)``::
@@ -105,16 +121,8 @@ class LIF(brainstate.nn.Module):
         surrogate: str | AbstractSurrogate = "sigmoid",
         name: str | None = None,
     ):
-        super().__init__(name=name)
-        self.in_size = n
-        self.out_size = n
-        self.varshape = tuple(self.in_size)
-        _check_voltages(V_th, V_reset, V_rest)
-        _check_dt(dt, tau, "tau")
-        self.V_th, self.V_reset, self.V_rest, self.R, self.dt = V_th, V_reset, V_rest, R, dt
-        self.tau = TimeConstant(tau, self.varshape, trainable=tau_trainable)
-        self.detach_reset = detach_reset
-        self.surrogate = as_surrogate(surrogate)
+        super().__init__(n, tau=tau, V_th=V_th, V_reset=V_reset, V_rest=V_rest, R=R, dt=dt,
+                         tau_trainable=tau_trainable, detach_reset=detach_reset, surrogate=surrogate, name=name)
 
     def _initial_V(self, batch_size):
         shape = _state_shape(self.varshape, batch_size)
@@ -139,7 +147,7 @@ class LIF(brainstate.nn.Module):
         return spike
 
 
-class ALIF(brainstate.nn.Module):
+class ALIF(_LeakyIntegrateAndFire):
     """Adaptive leaky integrate-and-fire neurons: every spike raises the threshold.
 
     One step of ``update(x)``::
@@ -208,20 +216,12 @@ class ALIF(brainstate.nn.Module):
         surrogate: str | AbstractSurrogate = "sigmoid",
         name: str | None = None,
     ):
-        super().__init__(name=name)
-        self.in_size = n
-        self.out_size = n
-        self.varshape = tuple(self.in_size)
-        _check_voltages(V_th, V_reset, V_rest)
+        super().__init__(n, tau=tau, V_th=V_th, V_reset=V_reset, V_rest=V_rest, R=R, dt=dt,
+                         tau_trainable=tau_trainable, detach_reset=detach_reset, surrogate=surrogate, name=name)
         _units.check_same_dimension("beta", beta, "V_th", V_th)
-        _check_dt(dt, tau, "tau")
         _check_dt(dt, tau_a, "tau_a")
-        self.V_th, self.V_reset, self.V_rest, self.R, self.dt = V_th, V_reset, V_rest, R, dt
         self.beta = beta
-        self.tau = TimeConstant(tau, self.varshape, trainable=tau_trainable)
         self.tau_a = TimeConstant(tau_a, self.varshape, trainable=tau_a_trainable)
-        self.detach_reset = detach_reset
-        self.surrogate = as_surrogate(surrogate)
 
     def _initial_states(self, batch_size):
         shape = _state_shape(self.varshape, batch_size)
