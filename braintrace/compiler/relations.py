@@ -230,8 +230,8 @@ def find_hidden_param_op_relations_from_minfo(minfo: ModuleInfo, hid_path_to_gro
     >>> _ = brainstate.nn.init_all_states(gru)
     >>> info = braintrace.extract_module_info(gru, jnp.ones(3))
     >>> _, by_path = braintrace.find_hidden_groups_from_minfo(info)
-    >>> rels = braintrace.find_hidden_param_op_relations_from_minfo(info, by_path)  # doctest: +SKIP
-    >>> sorted(r.trainable_paths['weight'][0] for r in rels)  # doctest: +SKIP
+    >>> rels = braintrace.find_hidden_param_op_relations_from_minfo(info, by_path)
+    >>> sorted(r.trainable_paths["weight"][0] for r in rels)
     ['Wh', 'Wz']
     """
     for path in minfo.hidden_path_to_invar:
