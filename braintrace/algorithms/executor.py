@@ -24,6 +24,7 @@ import brainstate
 import jax
 import jax.numpy as jnp
 
+from .._array_repr import describe_tree
 from ..compiler.graph import ETraceGraph
 from ..compiler.jaxpr_tools import evaluate_jaxpr
 from ..ops.primitive import etp_rule_of
@@ -102,12 +103,28 @@ class StateLayout(NamedTuple):
 
 
 class StepQuantities(NamedTuple):
-    """Per-step inputs of the trace rules (all without gradient)."""
+    """Per-step inputs of the trace rules (all without gradient).
+
+    Attributes
+    ----------
+    x : tuple
+        Per relation, the op input (``None`` for element-wise ops).
+    df : tuple of tuple
+        Per relation and connected group, ``∂h/∂y`` of shape ``(*V, S)``.
+    jacobians : tuple
+        Per group, ``D`` of shape ``(*V, S, S)``.
+    effective : tuple of dict
+        Per relation, the effective op parameters.
+    """
 
     x: tuple
     df: tuple
     jacobians: tuple
     effective: tuple
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={describe_tree(getattr(self, name))}" for name in self._fields)
+        return f"StepQuantities({fields})"
 
 
 def run_step(graph: ETraceGraph, layout: StateLayout, arg_leaves, param_leaves, other_leaves):

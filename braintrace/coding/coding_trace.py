@@ -16,7 +16,7 @@ from typing import Any
 
 import jax
 
-from .array_repr import describe_value
+from .._array_repr import describe_value
 from .soft_code import SoftCode, as_array
 
 __all__ = ["CodingTrace"]

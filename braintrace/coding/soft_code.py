@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .array_repr import describe_value
+from .._array_repr import describe_value
 
 __all__ = ["SoftCode", "as_array"]
 
