@@ -8,11 +8,12 @@ ES-D-RTRL/pp-prop, sequence drivers), ``coding`` (observe-only coding statistics
 """
 
 from . import algorithms, coding, nn, ops
+from ._errors import BraintraceError, CompilationError, NotSupportedError
 from .algorithms import (
     D_RTRL,
     ES_D_RTRL,
-    ETraceAlgorithm,
     EligibilityTrace,
+    ETraceAlgorithm,
     IODimVjpAlgorithm,
     ParamDimVjpAlgorithm,
     compile,
@@ -20,7 +21,6 @@ from .algorithms import (
     etrace_grad,
     pp_prop,
 )
-from ._errors import BraintraceError, CompilationError, NotSupportedError
 from .compiler import (
     CompilationRecord,
     CompilationReport,

@@ -1,7 +1,7 @@
 # Copyright 2026 The braintrace authors. Licensed under the Apache License, Version 2.0.
 """Online-learning algorithms on the compiled graph, and their sequence drivers."""
 
-from .base import ETraceAlgorithm, EligibilityTrace
+from .base import EligibilityTrace, ETraceAlgorithm
 from .compile import ALGORITHMS, compile
 from .d_rtrl import D_RTRL, ParamDimVjpAlgorithm
 from .drivers import etrace_evolve, etrace_grad

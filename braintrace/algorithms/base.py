@@ -19,7 +19,6 @@ Subclasses define the trace layout (``init``), its recursion (``roll``) and its 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import brainstate
 import jax
@@ -265,7 +264,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
         # Rebuild (output, state values) with units, then write the non-parameter states.
         position = 0
         per_state_leaves = []
-        for i, st in enumerate(states):
+        for i in range(len(states)):
             if i in layout.param_indices:
                 per_state_leaves.append(leaves[i])
             else:
@@ -289,14 +288,14 @@ class ETraceAlgorithm(brainstate.nn.Module):
         minfo = self._compiled.graph.module_info
         current = self.model.states()
         out = []
-        for st, treedef in zip(minfo.compiled_model_states, minfo.state_treedefs, strict=True):
+        for st in minfo.compiled_model_states:
             path = minfo.state_id_to_path[id(st)]
             now = current[path] if path in current else st
             if now is not st:
                 old_leaves = jax.tree.leaves(st.value)
                 new_leaves = jax.tree.leaves(now.value)
                 if len(old_leaves) != len(new_leaves) or any(
-                        jnp.shape(a) != jnp.shape(b) for a, b in zip(old_leaves, new_leaves)):
+                        jnp.shape(a) != jnp.shape(b) for a, b in zip(old_leaves, new_leaves, strict=True)):
                     raise ValueError(
                         f"state `{_fmt(path)}` changed shape since the graph was compiled "
                         f"({[jnp.shape(a) for a in old_leaves]} -> {[jnp.shape(b) for b in new_leaves]}); "

@@ -48,7 +48,7 @@ class VarValues:
         self._index = {k: i for i, k in enumerate(self._keys)}
 
     @classmethod
-    def from_dict(cls, mapping) -> "VarValues":
+    def from_dict(cls, mapping) -> VarValues:
         return cls(tuple(mapping), tuple(mapping.values()))
 
     def __getitem__(self, var):
@@ -81,7 +81,7 @@ class StateLayout(NamedTuple):
     treedefs: tuple
 
     @classmethod
-    def of(cls, graph: ETraceGraph) -> "StateLayout":
+    def of(cls, graph: ETraceGraph) -> StateLayout:
         minfo = graph.module_info
         p_idx, o_idx, paths = [], [], []
         for i, st in enumerate(minfo.compiled_model_states):

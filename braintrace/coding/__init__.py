@@ -18,6 +18,7 @@ from .codebook import Codebook, CodebookState
 from .coding_layer import CodingLayer
 from .coding_statistics import coding_statistics
 from .coding_trace import CodingTrace
+from .monitor import HiddenMonitor, monitor_hidden, summarize_trace
 from .reducers import (
     RandomProjection,
     Reducer,
@@ -30,8 +31,6 @@ from .reducers import (
 from .soft_assign import SoftAssignment, soft_assign, squared_distances
 from .soft_code import SoftCode
 from .trace_slot import TraceSlot, TraceSlotState
-
-from .monitor import HiddenMonitor, monitor_hidden, summarize_trace
 
 __all__ = [
     "HiddenMonitor",

@@ -13,8 +13,8 @@ from .graph import ETraceGraph, compile_etrace_graph
 from .hidden_groups import HiddenGroup, find_hidden_groups_from_minfo
 from .module_info import ModuleInfo, extract_module_info
 from .perturbation import HiddenPerturbation, add_hidden_perturbation_from_minfo
-from .report import CompilationReport
 from .relations import HiddenParamOpRelation, PathClassification, find_hidden_param_op_relations_from_minfo
+from .report import CompilationReport
 
 __all__ = [
     "CompilationRecord",

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .._jax_compat import JaxprEqn, jaxpr_of_param, lax_primitives as P
+from .._jax_compat import JaxprEqn, jaxpr_of_param
+from .._jax_compat import lax_primitives as P
 from .jaxpr_tools import ELEMENTWISE_PRIMITIVES, STATE_AXIS_PRIMITIVES
 
 __all__ = ["non_elementwise_equations"]

@@ -12,7 +12,7 @@ import brainstate
 import jax
 
 from .. import _errors
-from .diagnostics import CompilationRecord, DiagnosticKind, DiagnosticLevel, diagnostic_context
+from .diagnostics import CompilationRecord, DiagnosticKind, diagnostic_context
 from .hidden_groups import HiddenGroup, find_hidden_groups_from_minfo
 from .module_info import ModuleInfo, extract_module_info
 from .perturbation import HiddenPerturbation, add_hidden_perturbation_from_minfo

@@ -25,7 +25,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .._jax_compat import Jaxpr, JaxprEqn, Var, lax_primitives as P, make_jaxpr_object
+from .._jax_compat import Jaxpr, JaxprEqn, make_jaxpr_object
+from .._jax_compat import lax_primitives as P
 from ..ops.primitive import etp_rule_of, is_etp_primitive
 from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
 from .elementwise import non_elementwise_equations

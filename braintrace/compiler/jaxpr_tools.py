@@ -22,10 +22,12 @@ from .._jax_compat import (
     Var,
     bind_equation,
     jaxpr_of_param,
-    lax_primitives as P,
     new_eqn,
     new_var,
     optional_primitives,
+)
+from .._jax_compat import (
+    lax_primitives as P,
 )
 
 __all__ = [

@@ -18,7 +18,8 @@ import brainstate
 import jax
 
 from .. import _errors
-from .._jax_compat import Jaxpr, Literal, Var, build_jaxpr, lax_primitives as P, new_var
+from .._jax_compat import Jaxpr, Literal, Var, build_jaxpr, new_var
+from .._jax_compat import lax_primitives as P
 from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
 from .jaxpr_tools import evaluate_equations, inline_calls, is_var, make_eqn
 
@@ -104,7 +105,7 @@ class ModuleInfo(NamedTuple):
     def hidden_paths(self) -> tuple[Path, ...]:
         return tuple(self.hidden_path_to_invar)
 
-    def add_jaxpr_outs(self, extra_vars: Sequence[Var]) -> "ModuleInfo":
+    def add_jaxpr_outs(self, extra_vars: Sequence[Var]) -> ModuleInfo:
         """A copy whose jaxpr also outputs ``extra_vars`` (same equations, same vars)."""
         jaxpr = self.closed_jaxpr
         outvars = list(jaxpr.outvars) + list(extra_vars)
@@ -152,7 +153,7 @@ class ModuleInfo(NamedTuple):
         flat_old = jax.tree.leaves(list(old_state_vals))
         state_invars = [v for group in self.state_tree_invars for v in group]
         old_by_var = dict(zip(state_invars, flat_old, strict=True))
-        for path, var in self.hidden_path_to_invar.items():
+        for var in self.hidden_path_to_invar.values():
             temps[var] = old_by_var[var]
         hidden_vals = {}
         other_vals = {}

@@ -31,7 +31,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from .._jax_compat import Jaxpr, Literal, build_jaxpr, lax_primitives as P, new_var
+from .._jax_compat import Jaxpr, Literal, build_jaxpr, new_var
+from .._jax_compat import lax_primitives as P
 from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
 from .jaxpr_tools import backward_slice, evaluate_equations, forward_closure, is_var, make_eqn
 from .module_info import ModuleInfo

@@ -26,11 +26,10 @@ import enum
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from .._jax_compat import Jaxpr, Primitive, Var, lax_primitives as P, make_jaxpr_object
+from .._jax_compat import Jaxpr, Primitive, Var, make_jaxpr_object
+from .._jax_compat import lax_primitives as P
 from ..ops.primitive import etp_rule_of, is_etp_primitive
 from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
 from .elementwise import non_elementwise_equations
@@ -280,7 +279,6 @@ def find_hidden_param_op_relations_from_minfo(minfo: ModuleInfo, hid_path_to_gro
                      "the online gradient is pulled back through that processing exactly.",
                      primitive=prim_name, weight_path=path, context={"key": key, "chain": [str(c) for c in chain]})
         weight_paths = list(dict.fromkeys(trainable_paths.values()))
-        first_path = weight_paths[0] if weight_paths else None
         if not trainable_vars:
             emit(DiagnosticKind.RELATION_EXCLUDED_NO_PARAMSTATE, DiagnosticLevel.WARNING,
                  f"No trainable input of `{prim_name}` comes from a ParamState; the op is treated as "
@@ -416,7 +414,7 @@ def _emit_unconnected(prim_name, weight_paths, blocked, eqns, minfo, y_var, read
             e = eqns[i]
             if _is_blocking(e):
                 rule = etp_rule_of(e.primitive)
-                for key, pos in rule.trainable_inputs(**e.params).items():
+                for pos in rule.trainable_inputs(**e.params).values():
                     v = e.invars[pos]
                     if is_var(v) and v in minfo.invar_to_weight_path:
                         blockers.append(_fmt(minfo.invar_to_weight_path[v]))

@@ -10,18 +10,37 @@ from .linear import Linear as Linear
 from .readout import LeakyRateReadout as LeakyRateReadout
 from .rnn_cells import (
     GRUCell as GRUCell,
+)
+from .rnn_cells import (
     LSTMCell as LSTMCell,
+)
+from .rnn_cells import (
     MGUCell as MGUCell,
+)
+from .rnn_cells import (
     ValinaRNNCell as ValinaRNNCell,
+)
+from .rnn_cells import (
     VanillaRNNCell as VanillaRNNCell,
 )
-from .spiking import ALIF as ALIF, LIF as LIF
+from .spiking import ALIF as ALIF
+from .spiking import LIF as LIF
 from .surrogate import (
     AbstractSurrogate as AbstractSurrogate,
+)
+from .surrogate import (
     FastSigmoidSurrogate as FastSigmoidSurrogate,
+)
+from .surrogate import (
     SigmoidSurrogate as SigmoidSurrogate,
+)
+from .surrogate import (
     TriangleSurrogate as TriangleSurrogate,
+)
+from .surrogate import (
     as_surrogate as as_surrogate,
+)
+from .surrogate import (
     spike_function as spike_function,
 )
 

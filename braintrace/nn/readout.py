@@ -10,8 +10,8 @@ import brainunit as u
 import jax
 from brainstate.nn import init
 
-from . import _units
 from ..ops import matmul
+from . import _units
 
 __all__ = ["LeakyRateReadout"]
 

@@ -42,7 +42,7 @@ def online_grads(learner, xs, loss_fn=squared_loss):
 
 
 def flat(grads):
-    return {path: np.concatenate([np.ravel(np.asarray(l)) for l in jax.tree.leaves(g)]) for path, g in grads.items()}
+    return {path: np.concatenate([np.ravel(np.asarray(leaf)) for leaf in jax.tree.leaves(g)]) for path, g in grads.items()}
 
 
 def cosine(a, b):

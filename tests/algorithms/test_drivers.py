@@ -9,7 +9,7 @@ import pytest
 
 import braintrace
 from tests._support import models
-from tests._support.oracle import assert_grads_close, flat, squared_loss
+from tests._support.oracle import assert_grads_close, squared_loss
 
 
 def test_etrace_evolve_matches_stepping():

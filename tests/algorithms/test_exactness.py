@@ -40,7 +40,7 @@ def test_spiking_net_equals_bptt(neuron, batch):
     xs = brainstate.random.uniform(0.0, 2.0, (20,) + ((batch, 3) if batch else (3,)))
     model = models.SpikingNet(neuron=neuron)
     expected, actual = run_both(model, xs, batch)
-    norms = {p: float(np.linalg.norm(np.concatenate([np.ravel(l) for l in jax.tree.leaves(g)]))) for p, g in expected.items()}
+    norms = {p: float(np.linalg.norm(np.concatenate([np.ravel(leaf) for leaf in jax.tree.leaves(g)]))) for p, g in expected.items()}
     assert norms[("inp", "weight")] > 1e-3, "the network must be live (non-trivial input gradient)"
     assert_grads_close(expected, actual, rtol=1e-4, atol=1e-5)
 

@@ -7,7 +7,6 @@ hidden values is dropped. These tests pin that behaviour against BPTT-based orac
 """
 
 import brainstate
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
