@@ -8,6 +8,7 @@ import optax
 import pytest
 
 import braintrace
+import braintrace.nn as bnn
 from tests._support import models
 from tests._support.oracle import bptt_grads, cosine, flat, online_grads, restore_states, snapshot_states
 
@@ -22,18 +23,33 @@ def grads_pair(model, xs, algorithm, **options):
     return flat(expected), flat(online_grads(learner, xs))
 
 
-@pytest.mark.parametrize("factory,path", [
-    (lambda: models.elman(3, 8, 2), ("cell", "W", "weight")),
-    (lambda: models.SpikingNet(neuron="lif"), ("inp", "weight")),
+def contractive_elman():
+    """An Elman RNN with recurrent gain 0.5: the regime where diagonal traces are meaningful.
+
+    With gain-1 weights even D-RTRL's cosine with BPTT spreads over 0.66-0.90 across seeds
+    (dense recurrence is exactly what the diagonal approximation drops).
+    """
+    cell = bnn.ValinaRNNCell(3, 8, w_init=brainstate.nn.init.XavierNormal(scale=0.5))
+    return models.CellWithReadout(cell, 8, 2)
+
+
+@pytest.mark.parametrize("factory,path,decay,draw", [
+    (contractive_elman, ("cell", "W", "weight"), 0.5, lambda: brainstate.random.randn(30, 3)),
+    (lambda: models.SpikingNet(neuron="lif"), ("inp", "weight"), 0.9,
+     lambda: brainstate.random.uniform(0.0, 1.5, (30, 3))),
 ])
-def test_es_d_rtrl_cosine_with_bptt(factory, path):
-    brainstate.random.seed(10)
-    xs = brainstate.random.uniform(0.0, 1.5, (30, 3))
-    expected, actual = grads_pair(factory(), xs, braintrace.ES_D_RTRL, decay_or_rank=0.9)
-    c = cosine(expected[path], actual[path])
-    assert c > 0.8, f"cosine {c:.3f} for {path}"
-    # The readout has no trace: exact.
-    np.testing.assert_allclose(actual[("out", "weight")], expected[("out", "weight")], rtol=1e-4, atol=1e-5)
+def test_es_d_rtrl_cosine_with_bptt(factory, path, decay, draw):
+    """ES-D-RTRL approximates BPTT: mean cosine over seeds above 0.8, none below 0.7."""
+    cosines = []
+    for seed in range(6):
+        brainstate.random.seed(seed)
+        xs = draw()
+        expected, actual = grads_pair(factory(), xs, braintrace.ES_D_RTRL, decay_or_rank=decay)
+        assert np.linalg.norm(expected[path]) > 1e-3, "the network must be live (non-trivial BPTT gradient)"
+        cosines.append(cosine(expected[path], actual[path]))
+        # The readout has no trace: exact.
+        np.testing.assert_allclose(actual[("out", "weight")], expected[("out", "weight")], rtol=1e-4, atol=1e-5)
+    assert np.mean(cosines) > 0.8 and min(cosines) > 0.7, np.round(cosines, 3)
 
 
 def test_rank_means_decay():
