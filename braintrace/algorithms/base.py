@@ -51,6 +51,12 @@ class _Compiled:
         self.layout = layout
         self.step_fn = step_fn
 
+    def __repr__(self) -> str:
+        if self.graph is None:
+            return "not compiled"
+        return (f"compiled({len(self.graph.hidden_groups)} hidden groups, "
+                f"{len(self.graph.hidden_param_op_relations)} relations)")
+
 
 def _fmt(path) -> str:
     return ".".join(map(str, path))
@@ -105,7 +111,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
     @property
     def param_states(self) -> dict:
-        """The model's ``ParamState``s by path (the keys of the returned gradients)."""
+        """The model's ``ParamState`` objects by path (the keys of the returned gradients)."""
         return dict(self.model.states(brainstate.ParamState))
 
     @property

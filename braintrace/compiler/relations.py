@@ -31,6 +31,7 @@ import numpy as np
 from .._jax_compat import Jaxpr, Primitive, Var, make_jaxpr_object
 from .._jax_compat import lax_primitives as P
 from ..ops.primitive import etp_rule_of, is_etp_primitive
+from .control_flow import report_control_flow
 from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
 from .elementwise import non_elementwise_equations
 from .hidden_groups import HiddenGroup
@@ -367,7 +368,8 @@ def find_hidden_param_op_relations_from_minfo(minfo: ModuleInfo, hid_path_to_gro
             trainable_processing_chains=chains,
             trainable_processing_jaxprs=jaxprs,
         ))
-    _check_plain_weight_use(minfo, eqns)
+    in_control_flow = report_control_flow(minfo)
+    _check_plain_weight_use(minfo, eqns, skip=in_control_flow)
     return relations
 
 
@@ -464,9 +466,11 @@ def _reaches_hidden_outside_ops(leaves, eqns, hidden_out) -> list:
     return hits
 
 
-def _check_plain_weight_use(minfo: ModuleInfo, eqns):
+def _check_plain_weight_use(minfo: ModuleInfo, eqns, skip=frozenset()):
     hidden_out = set(minfo.outvar_to_hidden_path)
     for path, leaves in minfo.weight_path_to_invars.items():
+        if path in skip:
+            continue  # reported as weight_in_control_flow
         hit = [minfo.outvar_to_hidden_path[v] for v in _reaches_hidden_outside_ops(leaves, eqns, hidden_out)]
         if hit:
             emit(DiagnosticKind.PLAIN_WEIGHT_OPERATION, DiagnosticLevel.WARNING,

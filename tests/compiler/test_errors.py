@@ -1,6 +1,7 @@
 """Bad models and bad input: named errors and diagnostic records."""
 
 import brainstate
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -133,3 +134,31 @@ def test_plain_jax_weight_on_hidden_path_warns():
         graph = braintrace.compile_etrace_graph(init(PlainMatmul()), jnp.ones(3))
     (record,) = graph.explain(kind=K.PLAIN_WEIGHT_OPERATION)
     assert record.weight_path == ("w",)
+
+
+class MatmulInScan(brainstate.nn.Module):
+    """An ETP op inside lax.scan: invisible to the compiler, and reported as such."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = brainstate.ParamState(jnp.ones((4, 4)) * 0.1)
+        self.cell = bnn.ValinaRNNCell(3, 4)
+
+    def update(self, x):
+        h = self.cell(x)
+
+        def body(carry, _):
+            return jnp.tanh(braintrace.matmul(carry, self.w.value)), None
+
+        self.cell.h.value, _ = jax.lax.scan(body, h, None, length=2)
+        return self.cell.h.value
+
+
+def test_etp_op_inside_control_flow_is_reported():
+    with pytest.warns(UserWarning, match="does not look inside control flow"):
+        graph = braintrace.compile_etrace_graph(init(MatmulInScan()), jnp.ones(3))
+    (inside,) = graph.explain(kind=K.PRIMITIVE_INSIDE_CONTROL_FLOW)
+    assert inside.context["inner_primitives"] == ["etp_matmul"] and inside.context["weights"] == ["w"]
+    (weight,) = graph.explain(kind=K.WEIGHT_IN_CONTROL_FLOW)
+    assert weight.weight_path == ("w",)
+    assert graph.explain(kind=K.PLAIN_WEIGHT_OPERATION) == ()
