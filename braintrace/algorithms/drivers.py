@@ -68,6 +68,17 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, reduction: st
     -------
     grads, or (grads, losses), or (grads, losses, aux), or (grads, aux)
         ``grads`` is a dict keyed by ``ParamState`` path, like ``model.states(ParamState)``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import braintrace
+    >>> learner = braintrace.compile(braintrace.nn.GRUCell(2, 4), 'd_rtrl', jnp.zeros(2))
+    >>> xs = jnp.ones((10, 2))                       # ten time steps
+    >>> grads, losses = learner.etrace_grad(xs, step_fn=lambda x: jnp.sum(learner(x) ** 2),
+    ...                                     return_value=True)
+    >>> grads[('Wz', 'weight')]['weight'].shape, losses.shape
+    ((6, 4), (10,))
     """
     learner._assert_compiled("etrace_grad")
     if reduction not in ("mean", "sum"):
@@ -115,6 +126,16 @@ def etrace_evolve(learner, *sequences, return_outputs: bool = False):
     """Advance hidden states and traces over sequences without a loss.
 
     Returns the stacked per-step model outputs when ``return_outputs`` is true, else None.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import braintrace
+    >>> learner = braintrace.compile(braintrace.nn.GRUCell(2, 4), 'es_d_rtrl', jnp.zeros(2))
+    >>> learner.etrace_evolve(jnp.ones((5, 2)), return_outputs=True).shape
+    (5, 4)
+    >>> int(learner.running_index.value)
+    5
     """
     learner._assert_compiled("etrace_evolve")
     _sequence_length(sequences)

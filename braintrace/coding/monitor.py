@@ -38,6 +38,15 @@ def summarize_trace(trace: CodingTrace, num_codes: int) -> dict:
 
     ``utilization`` is the fraction of the ``K`` codes chosen at least once among the
     trace's points; the others are means over its points.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from braintrace.coding import coding_statistics, summarize_trace
+    >>> centers = jnp.array([[0.0, 0.0], [1.0, 1.0]])
+    >>> trace = coding_statistics(jnp.array([[0.1, 0.0], [0.9, 1.0]]), centers)
+    >>> float(summarize_trace(trace, num_codes=2)['utilization'])
+    1.0
     """
     chosen = jnp.reshape(trace.chosen_center_indices, (-1,))
     visited = jnp.max(jax.nn.one_hot(chosen, num_codes), axis=0)

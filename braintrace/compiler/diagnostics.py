@@ -80,6 +80,14 @@ class CompilationRecord:
         The hidden-state paths involved.
     context : Mapping
         Extra structured facts (group indices, classification, blocking ops...).
+
+    Examples
+    --------
+    >>> from braintrace import CompilationRecord, DiagnosticKind, DiagnosticLevel
+    >>> record = CompilationRecord(DiagnosticKind.RELATION_INCLUDED, DiagnosticLevel.INFO,
+    ...                            'traced', weight_path=('W', 'weight'), hidden_paths=(('h',),))
+    >>> print(record)
+    [info] relation_included (weight W.weight; hidden h): traced
     """
 
     kind: DiagnosticKind

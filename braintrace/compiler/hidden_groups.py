@@ -71,6 +71,19 @@ class HiddenGroup(NamedTuple):
     is_diagonal_recurrence : bool
         True: ``D`` is taken per position (the transition was checked to be element-wise or
         a warning was recorded).
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> lstm = braintrace.nn.LSTMCell(3, 4)
+    >>> _ = brainstate.nn.init_all_states(lstm)
+    >>> group = braintrace.compile_etrace_graph(lstm, jnp.ones(3)).hidden_groups[0]
+    >>> group.num_state, group.varshape
+    (2, (4,))
+    >>> stacked = group.concat_hidden([jnp.zeros(4), jnp.ones(4)])
+    >>> stacked.shape, [v.shape for v in group.split_hidden(stacked)]
+    ((4, 2), [(4,), (4,)])
     """
 
     index: int

@@ -85,6 +85,18 @@ class HiddenParamOpRelation(NamedTuple):
     trainable_processing_jaxprs : dict
         ``{key: Jaxpr}`` mapping the ParamState leaf to the op input (empty chains absent);
         the algorithms pull gradients back through it.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> gru = braintrace.nn.GRUCell(3, 4)
+    >>> _ = brainstate.nn.init_all_states(gru)
+    >>> relation = braintrace.compile_etrace_graph(gru, jnp.ones(3)).hidden_param_op_relations[0]
+    >>> relation.trainable_paths
+    {'weight': ('Wz', 'weight'), 'bias': ('Wz', 'weight')}
+    >>> relation.connected_hidden_paths, relation.y_var.aval.shape
+    ([('h',)], (4,))
     """
 
     primitive: Primitive

@@ -20,7 +20,15 @@ __all__ = ["element_wise", "etp_element_wise_p", "sum_to_shape"]
 
 
 def sum_to_shape(value, shape):
-    """Sum ``value`` over the axes that broadcasting ``shape`` to ``value.shape`` added."""
+    """Sum ``value`` over the axes that broadcasting ``shape`` to ``value.shape`` added.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from braintrace.ops import sum_to_shape
+    >>> sum_to_shape(jnp.ones((2, 3, 4)), (1, 4))
+    Array([[6., 6., 6., 6.]], dtype=float32)
+    """
     shape = tuple(shape)
     lead = value.ndim - len(shape)
     if lead < 0:

@@ -178,7 +178,17 @@ def is_etp_primitive(primitive) -> bool:
 
 
 def etp_rule_of(primitive) -> ETPRule:
-    """The :class:`ETPRule` of a registered ETP primitive."""
+    """The :class:`ETPRule` of a registered ETP primitive.
+
+    Examples
+    --------
+    >>> import braintrace
+    >>> rule = braintrace.ops.etp_rule_of(braintrace.ops.etp_matmul_p)
+    >>> rule.x_index, rule.trainable_inputs(has_bias=True, weight_fn=None, bias_fn=None)
+    (0, {'weight': 1, 'bias': 2})
+    >>> braintrace.ops.is_etp_primitive(braintrace.ops.etp_matmul_p)
+    True
+    """
     try:
         return _REGISTRY[primitive]
     except KeyError:
