@@ -131,19 +131,28 @@ def test_recurrent_cell_sequence_is_bit_identical_under_for_loop():
     np.testing.assert_array_equal(trace.reduced, ys_wrapped[-1])
 
 
-def test_online_learner_gradients_unchanged():
+@pytest.mark.parametrize("algorithm", [braintrace.D_RTRL, braintrace.ES_D_RTRL])
+def test_online_learner_gradients_unchanged(algorithm):
     xs = inputs((10, 3), seed=4)
+    graphs = []
 
     def online(model):
         brainstate.nn.init_all_states(model)
-        learner = braintrace.D_RTRL(model)
-        learner.compile_graph(xs[0])
+        learner = algorithm(model)
+        graphs.append(learner.compile_graph(xs[0]))
         return learner.etrace_grad(xs, step_fn=lambda x: jnp.sum(learner(x) ** 2), reduction="sum")
 
     bare = Net(LeakyCell(seed=5))
     wrapped = Net(CodingLayer(LeakyCell(seed=5), K=4, update="ema"))
     expected = online(bare)
     actual = online(wrapped)
+
+    def relation_profile(graph):
+        return sorted((str(r.primitive), tuple(p for p in r.trainable_paths["weight"] if p != "layer"),
+                       tuple(g.index for g in r.hidden_groups)) for r in graph.hidden_param_op_relations)
+
+    assert relation_profile(graphs[0]) == relation_profile(graphs[1])
+    assert len(graphs[0].hidden_groups) == len(graphs[1].hidden_groups)
     renamed = {tuple(p for p in path if p != "layer"): g for path, g in actual.items()}
     assert renamed.keys() == expected.keys()
     for path in expected:
