@@ -58,9 +58,8 @@ def compiled_memory(method, cell, n_hidden, batch, length, **options) -> int:
     return int(stats.temp_size_in_bytes + stats.output_size_in_bytes)
 
 
-def time_per_sequence(method, cell, n_hidden, batch, length, repeats=3, **options) -> float:
-    fn = brainstate.transform.jit(make_runner(method, cell, n_hidden, batch, **options))
-    xs = jax.random.normal(jax.random.PRNGKey(0), (length, batch, 32))
+def best_time(fn, xs, repeats: int) -> float:
+    """Best wall time of ``fn(xs)`` over ``repeats`` runs, after one warm-up (compile) run."""
     jax.block_until_ready(fn(xs))
     best = float("inf")
     for _ in range(repeats):
@@ -68,6 +67,12 @@ def time_per_sequence(method, cell, n_hidden, batch, length, repeats=3, **option
         jax.block_until_ready(fn(xs))
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def time_per_sequence(method, cell, n_hidden, batch, length, repeats=3, **options) -> float:
+    fn = brainstate.transform.jit(make_runner(method, cell, n_hidden, batch, **options))
+    xs = jax.random.normal(jax.random.PRNGKey(0), (length, batch, 32))
+    return best_time(fn, xs, repeats)
 
 
 def table(headers, rows) -> str:

@@ -7,7 +7,6 @@ Times one jitted ``etrace_grad`` over a sequence with and without
 from __future__ import annotations
 
 import argparse
-import time
 
 import brainstate
 import jax
@@ -16,9 +15,9 @@ import jax.numpy as jnp
 import braintrace
 
 try:
-    from ._common import Readout, loss_fn, machine, table
+    from ._common import Readout, best_time, loss_fn, machine, table
 except ImportError:  # run as a script
-    from _common import Readout, loss_fn, machine, table
+    from _common import Readout, best_time, loss_fn, machine, table
 
 
 def build(method, n_hidden, batch, length, monitored, options):
@@ -33,16 +32,6 @@ def build(method, n_hidden, batch, length, monitored, options):
         def run(xs):
             return learner.etrace_grad(xs, step_fn=lambda x: loss_fn(learner(x)))
     return brainstate.transform.jit(run)
-
-
-def best_time(fn, xs, repeats):
-    jax.block_until_ready(fn(xs))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(xs))
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main(argv=None):
