@@ -127,3 +127,62 @@ def test_single_step_gradient_includes_same_step_readout():
     restore_states(model, snap)
     actual = brainstate.transform.grad(lambda: jnp.sum(learner(x) ** 2), grad_states=learner.param_states)()
     assert_grads_close(expected, actual)
+
+
+class UnitLIF(brainstate.nn.Module):
+    """A LIF layer with brainunit units (mV, ms) in its hidden state."""
+
+    def __init__(self):
+        super().__init__()
+        import brainunit as u
+
+        self.unit = u.mV
+        self.inp = braintrace.nn.Linear(3, 5, w_init=brainstate.nn.init.KaimingNormal(scale=4.0))
+        self.neu = braintrace.nn.LIF(5, tau=5.0 * u.ms, V_th=1.0 * u.mV, dt=1.0 * u.ms)
+        self.out = braintrace.nn.Linear(5, 2)
+
+    def update(self, x):
+        return self.out(self.neu(3.0 * self.inp(x) * self.unit))
+
+
+class TwoInputsDictOutput(brainstate.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = braintrace.nn.Linear(3, 4)
+        self.b = braintrace.nn.Linear(2, 4)
+
+    def init_state(self, batch_size=None, **kwargs):
+        self.h = brainstate.HiddenState(jnp.zeros(4))
+
+    def update(self, x, y):
+        self.h.value = 0.8 * self.h.value + jnp.tanh(self.a(x) + self.b(y))
+        return {"h": self.h.value, "sq": self.h.value ** 2}
+
+
+def test_lif_with_units_equals_bptt():
+    brainstate.random.seed(6)
+    xs = brainstate.random.uniform(0.0, 2.0, (15, 3))
+    model = UnitLIF()
+    expected, actual = run_both(model, xs, None)
+    assert float(jnp.abs(expected[("inp", "weight")]["weight"]).max()) > 1e-3, "the network must spike"
+    assert_grads_close(expected, actual, rtol=1e-4, atol=1e-5)
+
+
+def test_several_inputs_and_dict_output_equal_bptt():
+    brainstate.random.seed(7)
+    xs, ys = brainstate.random.randn(10, 3), brainstate.random.randn(10, 2)
+    model = TwoInputsDictOutput()
+    brainstate.nn.init_all_states(model)
+    snap = snapshot_states(model)
+    params = dict(model.states(brainstate.ParamState))
+
+    def loss(out):
+        return jnp.sum(out["sq"]) + jnp.sum(out["h"])
+
+    expected = brainstate.transform.grad(
+        lambda: jnp.sum(brainstate.transform.for_loop(lambda x, y: loss(model(x, y)), xs, ys)), grad_states=params)()
+    restore_states(model, snap)
+    learner = braintrace.D_RTRL(model)
+    learner.compile_graph(xs[0], ys[0])
+    actual = learner.etrace_grad(xs, ys, step_fn=lambda x, y: loss(learner(x, y)), reduction="sum")
+    assert_grads_close(expected, actual, rtol=1e-4, atol=1e-5)
