@@ -55,6 +55,7 @@ class DiagnosticKind(str, enum.Enum):
     TAIL_NOT_ELEMENTWISE = "tail_not_elementwise"
     OUTPUT_BYPASSES_HIDDEN = "output_bypasses_hidden"
     WEIGHT_IN_CONTROL_FLOW = "weight_in_control_flow"
+    COND_IF_CONVERTED = "cond_if_converted"
     PRIMITIVE_INSIDE_CONTROL_FLOW = "primitive_inside_control_flow"
     STATE_MISMATCH = "state_mismatch"
 

@@ -21,6 +21,7 @@ from .. import _errors
 from .._jax_compat import Jaxpr, Literal, Var, build_jaxpr, new_var
 from .._jax_compat import lax_primitives as P
 from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
+from .control_flow_rewrite import if_convert_conds
 from .jaxpr_tools import evaluate_equations, inline_calls, is_var, make_eqn
 
 __all__ = ["ModuleInfo", "extract_module_info"]
@@ -265,6 +266,8 @@ def extract_module_info(model: brainstate.nn.Module, *args) -> ModuleInfo:
                  hidden_paths=(path,) if isinstance(st, brainstate.HiddenState) else ())
 
     eqns, outvars, lifted, _ = inline_calls(traced.eqns, traced.outvars)
+    eqns, outvars, lifted_in_conds = if_convert_conds(eqns, outvars)
+    lifted = lifted + lifted_in_conds
     # Normalise literal outputs into vars so that every output has an identity.
     for i, atom in enumerate(outvars):
         if isinstance(atom, Literal):

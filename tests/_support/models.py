@@ -146,3 +146,21 @@ class SpikingLeakyReadout(brainstate.nn.Module):
 
     def update(self, x):
         return self.out(self.neu(self.inp(x)))
+
+
+class CondBranches(brainstate.nn.Module):
+    """A step whose op sits inside ``lax.cond`` branches (if-converted by the compiler)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = bnn.Linear(3, 4)
+        self.v = bnn.Linear(3, 4)
+        self.out = bnn.Linear(4, 2)
+
+    def init_state(self, batch_size=None, **kwargs):
+        self.h = brainstate.HiddenState(jnp.zeros(4))
+
+    def update(self, x):
+        y = jax.lax.cond(x[0] > 0, lambda: self.w(x), lambda: jnp.tanh(self.v(x)))
+        self.h.value = 0.7 * self.h.value + jnp.sin(y)
+        return self.out(self.h.value)

@@ -186,3 +186,12 @@ def test_several_inputs_and_dict_output_equal_bptt():
     learner.compile_graph(xs[0], ys[0])
     actual = learner.etrace_grad(xs, ys, step_fn=lambda x, y: loss(learner(x, y)), reduction="sum")
     assert_grads_close(expected, actual, rtol=1e-4, atol=1e-5)
+
+
+def test_ops_inside_cond_branches_equal_bptt():
+    """Both branches are taken over the sequence; D-RTRL stays exact through the select."""
+    brainstate.random.seed(8)
+    xs = brainstate.random.randn(16, 3)
+    assert bool(jnp.any(xs[:, 0] > 0)) and bool(jnp.any(xs[:, 0] <= 0))
+    expected, actual = run_both(models.CondBranches(), xs, None)
+    assert_grads_close(expected, actual, rtol=1e-4, atol=1e-5)

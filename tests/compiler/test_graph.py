@@ -165,3 +165,17 @@ def test_compile_leaves_states_unchanged():
         np.testing.assert_array_equal(np.asarray(value), before[path])
     for path, st in model.states(brainstate.ParamState).items():
         jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, st.value), params[path])
+
+
+def test_cond_with_ops_is_if_converted():
+    model = models.CondBranches()
+    x = jnp.array([1.0, -0.5, 0.3])
+    graph = compiled(model, x)
+    (record,) = graph.explain(kind=K.COND_IF_CONVERTED)
+    assert record.context == {"branches": 2, "outputs": 1}
+    assert relation_weights(graph) == [("v", "weight"), ("w", "weight")]
+    assert not any(e.primitive is jax.lax.cond_p for e in graph.module_info.closed_jaxpr.eqns)
+    for sign in (1.0, -1.0):
+        x = jnp.array([sign, -0.5, 0.3])
+        zeros = [jnp.zeros(4)]
+        np.testing.assert_allclose(graph.call_hidden_perturb((x,), zeros)[0], model(x), rtol=1e-6, atol=1e-6)
