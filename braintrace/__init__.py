@@ -39,7 +39,15 @@ from .compiler import (
     find_hidden_groups_from_minfo,
     find_hidden_param_op_relations_from_minfo,
 )
-from .ops import ETPPrimitive, ETPRule, conv, einsum, element_wise, matmul, register_primitive
+from .ops import (
+    ETPPrimitive,
+    ETPRule,
+    conv,
+    einsum,
+    element_wise,
+    matmul,
+    register_primitive,
+)
 
 __all__ = [
     "BraintraceError",

@@ -26,7 +26,13 @@ import numpy as np
 from .codebook import Codebook
 from .coding_statistics import coding_statistics
 from .coding_trace import CodingTrace
-from .reducers import RandomProjection, Reducer, chain_reducers, fail_open_reducer, resolve_reducer
+from .reducers import (
+    RandomProjection,
+    Reducer,
+    chain_reducers,
+    fail_open_reducer,
+    resolve_reducer,
+)
 from .soft_assign import SoftAssignment
 from .trace_slot import TraceSlot, TraceSlotState, placeholder_trace, zeros_like
 

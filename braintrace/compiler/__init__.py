@@ -8,12 +8,21 @@ output rewriting, and ``add_hidden_perturbation_from_minfo``. Decisions are reco
 :class:`CompilationRecord` diagnostics.
 """
 
-from .diagnostics import CompilationRecord, DiagnosticKind, DiagnosticLevel, diagnostic_context
+from .diagnostics import (
+    CompilationRecord,
+    DiagnosticKind,
+    DiagnosticLevel,
+    diagnostic_context,
+)
 from .graph import ETraceGraph, compile_etrace_graph
 from .hidden_groups import HiddenGroup, find_hidden_groups_from_minfo
 from .module_info import ModuleInfo, extract_module_info
 from .perturbation import HiddenPerturbation, add_hidden_perturbation_from_minfo
-from .relations import HiddenParamOpRelation, PathClassification, find_hidden_param_op_relations_from_minfo
+from .relations import (
+    HiddenParamOpRelation,
+    PathClassification,
+    find_hidden_param_op_relations_from_minfo,
+)
 from .report import CompilationReport
 
 __all__ = [

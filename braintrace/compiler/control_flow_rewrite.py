@@ -14,7 +14,8 @@ zero, which gives NaN if that branch's derivative is infinite or NaN.
 
 from __future__ import annotations
 
-from .._jax_compat import jaxpr_of_param, lax_primitives as P, new_var
+from .._jax_compat import jaxpr_of_param, new_var
+from .._jax_compat import lax_primitives as P
 from ..ops.primitive import is_etp_primitive
 from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
 from .jaxpr_tools import inline_calls, is_var, make_eqn

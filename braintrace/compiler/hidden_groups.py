@@ -30,7 +30,13 @@ from .._jax_compat import lax_primitives as P
 from ..ops.primitive import etp_rule_of, is_etp_primitive
 from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
 from .elementwise import non_elementwise_equations
-from .jaxpr_tools import MIXING_PRIMITIVES, backward_slice, evaluate_jaxpr, forward_closure, is_var
+from .jaxpr_tools import (
+    MIXING_PRIMITIVES,
+    backward_slice,
+    evaluate_jaxpr,
+    forward_closure,
+    is_var,
+)
 from .module_info import ModuleInfo
 
 __all__ = ["HiddenGroup", "find_hidden_groups_from_minfo", "is_transition_boundary"]

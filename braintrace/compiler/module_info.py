@@ -20,8 +20,8 @@ import jax
 from .. import _errors
 from .._jax_compat import Jaxpr, Literal, Var, build_jaxpr, new_var
 from .._jax_compat import lax_primitives as P
-from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
 from .control_flow_rewrite import if_convert_conds
+from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
 from .jaxpr_tools import evaluate_equations, inline_calls, is_var, make_eqn
 
 __all__ = ["ModuleInfo", "extract_module_info"]

@@ -34,7 +34,13 @@ from typing import Any, NamedTuple
 from .._jax_compat import Jaxpr, Literal, build_jaxpr, new_var
 from .._jax_compat import lax_primitives as P
 from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
-from .jaxpr_tools import backward_slice, evaluate_equations, forward_closure, is_var, make_eqn
+from .jaxpr_tools import (
+    backward_slice,
+    evaluate_equations,
+    forward_closure,
+    is_var,
+    make_eqn,
+)
 from .module_info import ModuleInfo
 
 __all__ = ["HiddenPerturbation", "add_hidden_perturbation_from_minfo"]

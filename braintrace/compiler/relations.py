@@ -35,7 +35,13 @@ from .control_flow import report_control_flow
 from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
 from .elementwise import non_elementwise_equations
 from .hidden_groups import HiddenGroup
-from .jaxpr_tools import backward_slice, evaluate_jaxpr, forward_closure, is_var, producer_map
+from .jaxpr_tools import (
+    backward_slice,
+    evaluate_jaxpr,
+    forward_closure,
+    is_var,
+    producer_map,
+)
 from .module_info import ModuleInfo
 
 __all__ = ["PathClassification", "HiddenParamOpRelation", "find_hidden_param_op_relations_from_minfo"]

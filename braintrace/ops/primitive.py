@@ -28,7 +28,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .._jax_compat import Primitive, ad, batching, instantiate_zero_tangent, is_not_mapped, mlir, shaped_array
+from .._jax_compat import (
+    Primitive,
+    ad,
+    batching,
+    instantiate_zero_tangent,
+    is_not_mapped,
+    mlir,
+    shaped_array,
+)
 
 __all__ = [
     "ETPRule",
