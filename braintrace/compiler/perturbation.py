@@ -40,6 +40,7 @@ from .jaxpr_tools import (
     forward_closure,
     is_var,
     make_eqn,
+    producer_map,
 )
 from .module_info import ModuleInfo
 
@@ -142,7 +143,6 @@ def add_hidden_perturbation_from_minfo(minfo: ModuleInfo, hidden_groups=None, re
     insert_after: dict[int, list] = {}
     prefix_eqns: list = []
     renamed: dict = {}
-    new_hidden_vars = []
     state_by_path = {minfo.state_id_to_path[id(st)]: st for st in minfo.compiled_model_states}
     cross = _CrossGroupRouting(minfo, eqns, hidden_groups, relations)
     for path, h in minfo.hidden_path_to_outvar.items():
@@ -170,7 +170,6 @@ def add_hidden_perturbation_from_minfo(minfo: ModuleInfo, hidden_groups=None, re
                     make_eqn([base, delta], [h], P.add_p),
                 ])
             insert_after.setdefault(i, []).extend(extra)
-            new_hidden_vars.append(h)
         else:
             # The state is not written by an equation (unchanged, or a copy of another value):
             # synthesise its new value and point its state output slot at it.
@@ -178,7 +177,6 @@ def add_hidden_perturbation_from_minfo(minfo: ModuleInfo, hidden_groups=None, re
             fresh = new_var(h.aval)
             prefix_eqns.extend([make_eqn([h], [cut], P.stop_gradient_p), make_eqn([cut, p], [fresh], P.add_p)])
             outvars[state_slot[path]] = fresh
-            new_hidden_vars.append(fresh)
 
     new_eqns = list(prefix_eqns)
     for i, eqn in enumerate(eqns):
@@ -236,29 +234,21 @@ class _CrossGroupRouting:
         for g in hidden_groups:
             for path in g.hidden_paths:
                 self.group_of_path[path] = g
-        eqn_index = {id(e): i for i, e in enumerate(eqns)}
-        producers = {}
-        for i, e in enumerate(eqns):
-            for v in e.outvars:
-                if is_var(v):
-                    producers[v] = i
+        producers = producer_map(eqns)
         # (equation index, input position) of trainable inputs covered by each group's traces.
         self.covered_slots: dict[int, set] = {g.index: set() for g in hidden_groups}
         for rel in relations:
             i = producers.get(rel.y_var)
             if i is None:
                 continue
-            positions = {k: pos for k, pos in _trainable_positions(eqns[i]).items()}
+            positions = _trainable_positions(eqns[i])
             for g in rel.hidden_groups:
                 for key in rel.trainable_vars:
                     self.covered_slots[g.index].add((i, positions[key]))
-        del eqn_index
         self.hidden_outvars = set(minfo.outvar_to_hidden_path)
-        self.sources = set(minfo.invar_to_weight_path) | set(minfo.hidden_path_to_invar) | self.hidden_outvars
-        _, _, other_outs = minfo.split_state_outvars()
-        n_args = minfo.num_args
-        state_invars = set(minfo.closed_jaxpr.invars[n_args:])
-        self.sources |= state_invars
+        # Inputs a gradient can flow into: every state's old value and every new hidden value.
+        state_invars = set(minfo.closed_jaxpr.invars[minfo.num_args:])
+        self.sources = state_invars | self.hidden_outvars
 
     def duplicate(self, path, h, producer_index):
         """Return ``(equations, ĝ var)`` or None when no uncovered gradient path exists."""
