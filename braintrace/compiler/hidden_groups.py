@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .._jax_compat import Jaxpr, JaxprEqn, make_jaxpr_object
+from .._jax_compat import Jaxpr, JaxprEqn
 from .._jax_compat import lax_primitives as P
 from ..ops.primitive import etp_rule_of, is_etp_primitive
 from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
@@ -36,6 +36,7 @@ from .jaxpr_tools import (
     evaluate_jaxpr,
     forward_closure,
     is_var,
+    jaxpr_from_slice,
 )
 from .module_info import ModuleInfo
 
@@ -269,13 +270,8 @@ def _build_group(index, members, minfo: ModuleInfo, eqns, state_by_path) -> Hidd
 
     order, free = backward_slice(outvars, eqns, include=include)
     chosen = [eqns[i] for i in order]
+    jaxpr = jaxpr_from_slice(chosen, free, invars, outvars)
     invar_set = set(invars)
-    constvars = [v for v in _ordered_free(chosen, free) if v not in invar_set]
-    produced = {v for e in chosen for v in e.outvars}
-    for v in outvars:
-        if is_var(v) and v not in produced and v not in invar_set and v not in constvars:
-            constvars.append(v)
-    jaxpr = make_jaxpr_object(constvars, invars, outvars, chosen)
     varshape, _ = minfo.hidden_varshapes[members[0]]
     num_states = tuple(minfo.hidden_varshapes[p][1] for p in members)
     has_group_state = any(isinstance(state_by_path[p], _group_state_type()) for p in members)
@@ -306,7 +302,7 @@ def _build_group(index, members, minfo: ModuleInfo, eqns, state_by_path) -> Hidd
         hidden_invars=invars,
         hidden_outvars=outvars,
         transition_jaxpr=jaxpr,
-        transition_jaxpr_constvars=list(constvars),
+        transition_jaxpr_constvars=list(jaxpr.constvars),
         varshape=tuple(varshape),
         num_states=num_states,
         is_diagonal_recurrence=True,
@@ -318,12 +314,3 @@ def _group_state_type():
 
     return brainstate.HiddenGroupState
 
-
-def _ordered_free(chosen_eqns, free):
-    seen, out = set(), []
-    for e in chosen_eqns:
-        for a in e.invars:
-            if is_var(a) and a in free and a not in seen:
-                seen.add(a)
-                out.append(a)
-    return out

@@ -22,6 +22,7 @@ from .._jax_compat import (
     Var,
     bind_equation,
     jaxpr_of_param,
+    make_jaxpr_object,
     new_eqn,
     new_var,
     optional_primitives,
@@ -43,6 +44,7 @@ __all__ = [
     "consumer_map",
     "forward_closure",
     "backward_slice",
+    "jaxpr_from_slice",
 ]
 
 # Calls whose body is inlined into the flat jaxpr.
@@ -271,6 +273,28 @@ def backward_slice(
     produced = {v for i in order for v in eqns[i].outvars if is_var(v)}
     free = {a for i in order for a in eqns[i].invars if is_var(a) and a not in produced}
     return order, free
+
+
+def jaxpr_from_slice(chosen: Sequence[JaxprEqn], free, invars: Sequence[Var], outvars: Sequence[Any]):
+    """An open jaxpr of the sliced equations ``chosen`` with inputs ``invars``.
+
+    Every var they read but do not produce (``free``, from :func:`backward_slice`) becomes a
+    constvar, in first-read order, unless it is an input; so does an output nobody produces
+    (a new value that depends on nothing inside, whose derivative is zero).
+    """
+    inputs = set(invars)
+    constvars, seen = [], set(inputs)
+    for eqn in chosen:
+        for a in eqn.invars:
+            if is_var(a) and a in free and a not in seen:
+                seen.add(a)
+                constvars.append(a)
+    produced = {v for eqn in chosen for v in eqn.outvars}
+    for v in outvars:
+        if is_var(v) and v not in produced and v not in seen:
+            seen.add(v)
+            constvars.append(v)
+    return make_jaxpr_object(constvars, invars, outvars, chosen)
 
 
 def make_eqn(invars, outvars, primitive, params=None) -> JaxprEqn:

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._jax_compat import Jaxpr, Primitive, Var, make_jaxpr_object
+from .._jax_compat import Jaxpr, Primitive, Var
 from .._jax_compat import lax_primitives as P
 from ..ops.primitive import etp_rule_of, is_etp_primitive
 from .control_flow import report_control_flow
@@ -40,6 +40,7 @@ from .jaxpr_tools import (
     evaluate_jaxpr,
     forward_closure,
     is_var,
+    jaxpr_from_slice,
     producer_map,
 )
 from .module_info import ModuleInfo
@@ -210,20 +211,9 @@ def _resolve_trainable(var, minfo: ModuleInfo, eqns, producers):
     leaf = weights[0]
     path = minfo.invar_to_weight_path[leaf]
     chosen = [eqns[i] for i in order]
-    constvars = [v for v in _ordered_free(chosen, free) if v is not leaf]
-    jaxpr = make_jaxpr_object(constvars, [leaf], [var], chosen)
+    jaxpr = jaxpr_from_slice(chosen, free, [leaf], [var])
     chain = tuple(e.primitive for e in chosen)
     return path, minfo.weight_path_to_invars[path].index(leaf), chain, jaxpr, None
-
-
-def _ordered_free(eqns, free):
-    seen, out = set(), []
-    for e in eqns:
-        for a in e.invars:
-            if is_var(a) and a in free and a not in seen:
-                seen.add(a)
-                out.append(a)
-    return out
 
 
 def find_hidden_param_op_relations_from_minfo(minfo: ModuleInfo, hid_path_to_group: Mapping[Path, HiddenGroup]):
@@ -406,11 +396,6 @@ def _build_tail(eqns, op_index, y_var, group: HiddenGroup, depends_on_y, prim_na
 
     order, free = backward_slice(group.hidden_outvars, eqns, include=include)
     chosen = [eqns[i] for i in order]
-    constvars = [v for v in _ordered_free(chosen, free) if v is not y_var]
-    produced = {v for e in chosen for v in e.outvars}
-    for v in group.hidden_outvars:
-        if is_var(v) and v not in produced and v is not y_var and v not in constvars:
-            constvars.append(v)
     offenders = non_elementwise_equations(chosen, allow_state_axis=any(n > 1 for n in group.num_states)
                                           or any(len(v.aval.shape) > len(group.varshape) for v in group.hidden_invars))
     if offenders:
@@ -422,7 +407,7 @@ def _build_tail(eqns, op_index, y_var, group: HiddenGroup, depends_on_y, prim_na
                  "element-wise tails.",
                  primitive=prim_name, weight_path=wpath, hidden_paths=group.hidden_paths,
                  context={"group": group.index, "primitives": names})
-    return make_jaxpr_object(constvars, [y_var], list(group.hidden_outvars), chosen)
+    return jaxpr_from_slice(chosen, free, [y_var], list(group.hidden_outvars))
 
 
 def _emit_unconnected(prim_name, weight_paths, blocked, eqns, minfo, y_var, readable_outvars, any_direct):
