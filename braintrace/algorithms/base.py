@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _errors
+from ..compiler.diagnostics import format_path
 from ..compiler.graph import ETraceGraph, compile_etrace_graph
 from ..ops.primitive import etp_rule_of
 from . import executor
@@ -57,9 +58,6 @@ class _Compiled:
         return (f"compiled({len(self.graph.hidden_groups)} hidden groups, "
                 f"{len(self.graph.hidden_param_op_relations)} relations)")
 
-
-def _fmt(path) -> str:
-    return ".".join(map(str, path))
 
 
 class ETraceAlgorithm(brainstate.nn.Module):
@@ -303,7 +301,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
                 if len(old_leaves) != len(new_leaves) or any(
                         jnp.shape(a) != jnp.shape(b) for a, b in zip(old_leaves, new_leaves, strict=True)):
                     raise ValueError(
-                        f"state `{_fmt(path)}` changed shape since the graph was compiled "
+                        f"state `{format_path(path)}` changed shape since the graph was compiled "
                         f"({[jnp.shape(a) for a in old_leaves]} -> {[jnp.shape(b) for b in new_leaves]}); "
                         "recompile with `learner.compile_graph(...)` after changing the batch size."
                     )
@@ -331,9 +329,9 @@ class ETraceAlgorithm(brainstate.nn.Module):
                     if key in self.etrace.value:
                         out[(r, g.index)] = self.etrace.value[key]
         if not out:
-            known = sorted({_fmt(p) for rel in self._compiled.graph.hidden_param_op_relations
+            known = sorted({format_path(p) for rel in self._compiled.graph.hidden_param_op_relations
                             for p in rel.trainable_paths.values()})
-            raise ValueError(f"`{_fmt(weight_path)}` has no eligibility trace; traced weights: {known}.")
+            raise ValueError(f"`{format_path(weight_path)}` has no eligibility trace; traced weights: {known}.")
         return out
 
     def show_graph(self) -> str:

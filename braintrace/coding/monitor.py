@@ -22,6 +22,7 @@ import brainstate
 import jax
 import jax.numpy as jnp
 
+from ..compiler.diagnostics import format_path
 from ..compiler.graph import ETraceGraph
 from .codebook import Codebook
 from .coding_statistics import coding_statistics
@@ -109,7 +110,7 @@ class HiddenMonitor(brainstate.nn.Module):
             if dim > features:
                 raise ValueError(
                     f"`coding_dim`={dim} exceeds the {features} features of hidden group {group.index} "
-                    f"({[_fmt(p) for p in group.hidden_paths]})."
+                    f"({[format_path(p) for p in group.hidden_paths]})."
                 )
             self._projections.append(None if dim == features else RandomProjection(dim, seed=seed + group.index))
             books.append(Codebook(K, dim, seed=seed + group.index, update=update, decay=decay))
@@ -192,9 +193,6 @@ class HiddenMonitor(brainstate.nn.Module):
 
         return brainstate.transform.for_loop(step, *sequences)
 
-
-def _fmt(path) -> str:
-    return ".".join(map(str, path))
 
 
 def monitor_hidden(learner_or_graph: Any, *, K: int = 16, coding_dim: int | None = None,

@@ -13,15 +13,12 @@ from __future__ import annotations
 import jax.extend.core as jex_core
 
 from ..ops.primitive import is_etp_primitive
-from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
+from .diagnostics import DiagnosticKind, DiagnosticLevel, emit, format_path
 from .jaxpr_tools import CONTROL_FLOW_PRIMITIVES, forward_closure, is_var
 from .module_info import ModuleInfo
 
 __all__ = ["report_control_flow"]
 
-
-def _fmt(path) -> str:
-    return ".".join(map(str, path))
 
 
 def _inner_etp_primitives(eqn, found: list) -> list:
@@ -54,11 +51,11 @@ def report_control_flow(minfo: ModuleInfo) -> set:
                  f"`{name}` contains ETP op(s) {', '.join('`' + p + '`' for p in inner)}; the compiler does not "
                  "look inside control flow, so these ops get no eligibility trace. Move them out of the "
                  "loop or branch (unroll a short scan, or use jnp.where instead of lax.cond).",
-                 primitive=name, context={"inner_primitives": inner, "weights": [_fmt(p) for p in weights]})
+                 primitive=name, context={"inner_primitives": inner, "weights": [format_path(p) for p in weights]})
         for path in weights:
             consumed_by_flow.add(path)
             emit(DiagnosticKind.WEIGHT_IN_CONTROL_FLOW, DiagnosticLevel.WARNING,
-                 f"ParamState `{_fmt(path)}` is used inside `{name}`; that use has no eligibility trace, so "
+                 f"ParamState `{format_path(path)}` is used inside `{name}`; that use has no eligibility trace, so "
                  "this weight learns there from its same-step gradient only.",
                  primitive=name, weight_path=path)
     return consumed_by_flow

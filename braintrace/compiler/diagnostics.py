@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 __all__ = [
+    "format_path",
     "DiagnosticKind",
     "DiagnosticLevel",
     "CompilationRecord",
@@ -26,6 +27,11 @@ __all__ = [
     "diagnostic_context",
     "emit",
 ]
+
+
+def format_path(path) -> str:
+    """A state path as dotted text: ``('l1', 'Wz', 'weight')`` -> ``'l1.Wz.weight'``."""
+    return ".".join(map(str, path))
 
 
 class DiagnosticLevel(str, enum.Enum):
@@ -102,9 +108,9 @@ class CompilationRecord:
     def __str__(self) -> str:
         where = []
         if self.weight_path is not None:
-            where.append("weight " + ".".join(map(str, self.weight_path)))
+            where.append("weight " + format_path(self.weight_path))
         if self.hidden_paths:
-            where.append("hidden " + ", ".join(".".join(map(str, p)) for p in self.hidden_paths))
+            where.append("hidden " + ", ".join(format_path(p) for p in self.hidden_paths))
         location = f" ({'; '.join(where)})" if where else ""
         return f"[{self.level.value}] {self.kind.value}{location}: {self.message}"
 

@@ -12,7 +12,12 @@ import brainstate
 import jax
 
 from .. import _errors
-from .diagnostics import CompilationRecord, DiagnosticKind, diagnostic_context
+from .diagnostics import (
+    CompilationRecord,
+    DiagnosticKind,
+    diagnostic_context,
+    format_path,
+)
 from .hidden_groups import HiddenGroup, find_hidden_groups_from_minfo
 from .module_info import ModuleInfo, extract_module_info
 from .perturbation import HiddenPerturbation, add_hidden_perturbation_from_minfo
@@ -22,9 +27,6 @@ __all__ = ["ETraceGraph", "compile_etrace_graph"]
 
 Path = tuple[str, ...]
 
-
-def _fmt(path) -> str:
-    return ".".join(map(str, path))
 
 
 class ETraceGraph(NamedTuple):
@@ -147,11 +149,11 @@ class ETraceGraph(NamedTuple):
         lines = [f"ETraceGraph(hidden_groups={len(self.hidden_groups)}, "
                  f"relations={len(self.hidden_param_op_relations)}, diagnostics={len(self.diagnostics)})"]
         for g in self.hidden_groups:
-            lines.append(f"  group {g.index}: {[_fmt(p) for p in g.hidden_paths]} "
+            lines.append(f"  group {g.index}: {[format_path(p) for p in g.hidden_paths]} "
                          f"varshape={tuple(g.varshape)} S={g.num_state} "
                          f"transition_eqns={len(g.transition_jaxpr.eqns)}")
         for r in self.hidden_param_op_relations:
-            paths = sorted({_fmt(p) for p in r.trainable_paths.values()})
+            paths = sorted({format_path(p) for p in r.trainable_paths.values()})
             lines.append(f"  relation {r.primitive}: {paths} -> groups {[g.index for g in r.hidden_groups]}")
         return "\n".join(lines)
 

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from .._jax_compat import Jaxpr, JaxprEqn
 from .._jax_compat import lax_primitives as P
 from ..ops.primitive import etp_rule_of, is_etp_primitive
-from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
+from .diagnostics import DiagnosticKind, DiagnosticLevel, emit, format_path
 from .elementwise import non_elementwise_equations
 from .jaxpr_tools import (
     MIXING_PRIMITIVES,
@@ -230,8 +230,8 @@ def find_hidden_groups_from_minfo(minfo: ModuleInfo):
             if minfo.hidden_varshapes[path][0] != minfo.hidden_varshapes[other][0] or not _same_layer(path, other):
                 emit(
                     DiagnosticKind.HIDDEN_COUPLING_DROPPED, DiagnosticLevel.WARNING,
-                    f"The new value of `{_fmt(other)}` depends element-wise on the old value of "
-                    f"`{_fmt(path)}`, but they have different shapes or lie in different layers, so "
+                    f"The new value of `{format_path(other)}` depends element-wise on the old value of "
+                    f"`{format_path(path)}`, but they have different shapes or lie in different layers, so "
                     "they are kept in separate groups and this coupling is ignored by the traces.",
                     hidden_paths=(path, other),
                 )
@@ -244,7 +244,7 @@ def find_hidden_groups_from_minfo(minfo: ModuleInfo):
 
     groups: list[HiddenGroup] = []
     hid_path_to_group: dict[Path, HiddenGroup] = {}
-    state_by_path = {minfo.state_id_to_path[id(st)]: st for st in minfo.compiled_model_states}
+    state_by_path = minfo.states_by_path()
     for members in members_by_root.values():
         group = _build_group(len(groups), members, minfo, eqns, state_by_path)
         groups.append(group)
@@ -252,9 +252,6 @@ def find_hidden_groups_from_minfo(minfo: ModuleInfo):
             hid_path_to_group[p] = group
     return groups, hid_path_to_group
 
-
-def _fmt(path) -> str:
-    return ".".join(map(str, path))
 
 
 def _build_group(index, members, minfo: ModuleInfo, eqns, state_by_path) -> HiddenGroup:
@@ -278,12 +275,12 @@ def _build_group(index, members, minfo: ModuleInfo, eqns, state_by_path) -> Hidd
 
     if len(members) > 1:
         emit(DiagnosticKind.HIDDEN_GROUP_MERGED, DiagnosticLevel.INFO,
-             f"Hidden states {', '.join('`' + _fmt(p) + '`' for p in members)} are coupled "
+             f"Hidden states {', '.join('`' + format_path(p) + '`' for p in members)} are coupled "
              f"element-wise and form group {index} with {sum(num_states)} states per position.",
              hidden_paths=members, context={"group": index, "num_state": sum(num_states)})
     if not chosen and not any(o in invar_set for o in outvars):
         emit(DiagnosticKind.HIDDEN_GROUP_ZERO_RECURRENCE, DiagnosticLevel.INFO,
-             f"The new value of group {index} ({', '.join('`' + _fmt(p) + '`' for p in members)}) "
+             f"The new value of group {index} ({', '.join('`' + format_path(p) + '`' for p in members)}) "
              "does not depend on its old value through parameter-free ops (for example an Elman "
              "RNN, whose recurrence runs through a weight). Its Jacobian D is zero and recurrent "
              "weights learn through the trace's instantaneous term only.",

@@ -113,6 +113,10 @@ class ModuleInfo(NamedTuple):
         new = build_jaxpr(jaxpr.constvars, jaxpr.consts, jaxpr.invars, outvars, jaxpr.eqns, jaxpr.effects)
         return self._replace(closed_jaxpr=new)
 
+    def states_by_path(self) -> dict:
+        """The compiled states keyed by their path."""
+        return {self.state_id_to_path[id(st)]: st for st in self.compiled_model_states}
+
     def state_values(self) -> list:
         """Current values of the compiled states."""
         return [st.value for st in self.compiled_model_states]

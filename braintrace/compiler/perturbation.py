@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 from .._jax_compat import Jaxpr, Literal, build_jaxpr, new_var
 from .._jax_compat import lax_primitives as P
-from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
+from .diagnostics import DiagnosticKind, DiagnosticLevel, emit, format_path
 from .jaxpr_tools import (
     backward_slice,
     evaluate_equations,
@@ -81,12 +81,12 @@ class HiddenPerturbation(NamedTuple):
         if len(perturb_data) != len(self.perturb_vars):
             raise ValueError(
                 f"the perturbed step expects {len(self.perturb_vars)} perturbation arrays (one per hidden "
-                f"state: {[_fmt(p) for p in self.perturb_hidden_paths]}); got {len(perturb_data)}."
+                f"state: {[format_path(p) for p in self.perturb_hidden_paths]}); got {len(perturb_data)}."
             )
         for var, value, path in zip(self.perturb_vars, perturb_data, self.perturb_hidden_paths, strict=True):
             if tuple(getattr(value, "shape", ())) != tuple(var.aval.shape):
                 raise ValueError(
-                    f"the perturbation of `{_fmt(path)}` must have shape {tuple(var.aval.shape)}; "
+                    f"the perturbation of `{format_path(path)}` must have shape {tuple(var.aval.shape)}; "
                     f"got {tuple(getattr(value, 'shape', ()))}."
                 )
         jaxpr = self.perturb_jaxpr
@@ -95,9 +95,6 @@ class HiddenPerturbation(NamedTuple):
         evaluate_equations(jaxpr.eqns, env)
         return [a.val if isinstance(a, Literal) else env[a] for a in jaxpr.outvars]
 
-
-def _fmt(path) -> str:
-    return ".".join(map(str, path))
 
 
 def add_hidden_perturbation_from_minfo(minfo: ModuleInfo, hidden_groups=None, relations=None) -> HiddenPerturbation:
@@ -143,7 +140,7 @@ def add_hidden_perturbation_from_minfo(minfo: ModuleInfo, hidden_groups=None, re
     insert_after: dict[int, list] = {}
     prefix_eqns: list = []
     renamed: dict = {}
-    state_by_path = {minfo.state_id_to_path[id(st)]: st for st in minfo.compiled_model_states}
+    state_by_path = minfo.states_by_path()
     cross = _CrossGroupRouting(minfo, eqns, hidden_groups, relations)
     for path, h in minfo.hidden_path_to_outvar.items():
         p = new_var(h.aval)
@@ -206,11 +203,11 @@ def add_hidden_perturbation_from_minfo(minfo: ModuleInfo, hidden_groups=None, re
     )
     if bypass_params:
         emit(DiagnosticKind.OUTPUT_BYPASSES_HIDDEN, DiagnosticLevel.INFO,
-             f"ParamState(s) {', '.join('`' + _fmt(p) + '`' for p in bypass_params)} reach the step output "
+             f"ParamState(s) {', '.join('`' + format_path(p) + '`' for p in bypass_params)} reach the step output "
              "along paths no eligibility trace carries (a readout, or through another op's input); that "
              "part of their gradient is exact and computed in the same step.",
-             context={"bypass_param_paths": [_fmt(p) for p in bypass_params],
-                      "bypass_hidden_paths": [_fmt(p) for p in bypass_hidden]})
+             context={"bypass_param_paths": [format_path(p) for p in bypass_params],
+                      "bypass_hidden_paths": [format_path(p) for p in bypass_hidden]})
     return HiddenPerturbation(
         perturb_vars=perturb_vars,
         perturb_hidden_paths=perturb_paths,

@@ -32,7 +32,7 @@ from .._jax_compat import Jaxpr, Primitive, Var
 from .._jax_compat import lax_primitives as P
 from ..ops.primitive import etp_rule_of, is_etp_primitive
 from .control_flow import report_control_flow
-from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
+from .diagnostics import DiagnosticKind, DiagnosticLevel, emit, format_path
 from .elementwise import non_elementwise_equations
 from .hidden_groups import HiddenGroup
 from .jaxpr_tools import (
@@ -154,7 +154,7 @@ class HiddenParamOpRelation(NamedTuple):
         paths = sorted({".".join(map(str, p)) for p in self.trainable_paths.values()})
         return (f"HiddenParamOpRelation(primitive={self.primitive}, weights={paths}, "
                 f"x={_aval(self.x_var)}, y={_aval(self.y_var)}, hidden_groups={groups}, "
-                f"connected_hidden_paths={[_fmt(p) for p in self.connected_hidden_paths]})")
+                f"connected_hidden_paths={[format_path(p) for p in self.connected_hidden_paths]})")
 
 
 def _aval(v) -> str:
@@ -162,9 +162,6 @@ def _aval(v) -> str:
         return "None"
     return f"{v.aval.dtype}{list(v.aval.shape)}"
 
-
-def _fmt(path) -> str:
-    return ".".join(map(str, path))
 
 
 def _is_blocking(eqn) -> bool:
@@ -204,7 +201,7 @@ def _resolve_trainable(var, minfo: ModuleInfo, eqns, producers):
     paths = {minfo.invar_to_weight_path[v] for v in weights}
     if len(paths) > 1:
         return None, None, (), None, (
-            "computed from several ParamStates (" + ", ".join(sorted(_fmt(p) for p in paths)) + "); "
+            "computed from several ParamStates (" + ", ".join(sorted(format_path(p) for p in paths)) + "); "
             "combine them inside the op's weight_fn instead")
     if len(weights) > 1:
         return None, None, (), None, "computed from several leaves of one ParamState"
@@ -244,7 +241,7 @@ def find_hidden_param_op_relations_from_minfo(minfo: ModuleInfo, hid_path_to_gro
     """
     for path in minfo.hidden_path_to_invar:
         if path not in hid_path_to_group:
-            raise ValueError(f"hidden state `{_fmt(path)}` has no hidden group; run the group pass first.")
+            raise ValueError(f"hidden state `{format_path(path)}` has no hidden group; run the group pass first.")
     eqns = list(minfo.closed_jaxpr.eqns)
     producers = producer_map(eqns)
     outvar_to_path = minfo.outvar_to_hidden_path
@@ -279,12 +276,12 @@ def find_hidden_param_op_relations_from_minfo(minfo: ModuleInfo, hid_path_to_gro
             trainable_vars[key] = var
             trainable_paths[key] = path
             leaf_indices[key] = leaf
-            param_states[key] = minfo.retrieved_model_states.get(path, _state_of(minfo, path))
+            param_states[key] = minfo.states_by_path()[path]
             chains[key] = chain
             if jaxpr is not None:
                 jaxprs[key] = jaxpr
                 emit(DiagnosticKind.WEIGHT_PROCESSED_OUTSIDE_OP, DiagnosticLevel.INFO,
-                     f"`{_fmt(path)}` is processed by ({', '.join(map(str, chain))}) before `{prim_name}`; "
+                     f"`{format_path(path)}` is processed by ({', '.join(map(str, chain))}) before `{prim_name}`; "
                      "the online gradient is pulled back through that processing exactly.",
                      primitive=prim_name, weight_path=path, context={"key": key, "chain": [str(c) for c in chain]})
         weight_paths = list(dict.fromkeys(trainable_paths.values()))
@@ -346,7 +343,7 @@ def find_hidden_param_op_relations_from_minfo(minfo: ModuleInfo, hid_path_to_gro
                 if mixed:
                     for wpath in weight_paths:
                         emit(DiagnosticKind.RELATION_PARTIAL_PATH, DiagnosticLevel.WARNING,
-                             f"The output of `{prim_name}` reaches `{_fmt(path)}` both directly and through "
+                             f"The output of `{prim_name}` reaches `{format_path(path)}` both directly and through "
                              "another ETP op; the trace keeps the direct part only, so the online gradient "
                              "misses the indirect part.",
                              primitive=prim_name, weight_path=wpath, hidden_paths=(path,))
@@ -354,11 +351,11 @@ def find_hidden_param_op_relations_from_minfo(minfo: ModuleInfo, hid_path_to_gro
         for wpath in weight_paths:
             emit(DiagnosticKind.RELATION_INCLUDED, DiagnosticLevel.INFO,
                  f"`{prim_name}` feeds hidden group(s) {[g.index for g, _ in kept_groups]} "
-                 f"({', '.join('`' + _fmt(p) + '`' for p in connected)}); it is trained online with an "
+                 f"({', '.join('`' + format_path(p) + '`' for p in connected)}); it is trained online with an "
                  "eligibility trace.",
                  primitive=prim_name, weight_path=wpath, hidden_paths=connected,
                  context={"groups": [g.index for g, _ in kept_groups],
-                          "classification": {_fmt(p): c.value for p, c in classification.items()},
+                          "classification": {format_path(p): c.value for p, c in classification.items()},
                           "keys": [k for k, p in trainable_paths.items() if p == wpath]})
         relations.append(HiddenParamOpRelation(
             primitive=eqn.primitive,
@@ -379,13 +376,6 @@ def find_hidden_param_op_relations_from_minfo(minfo: ModuleInfo, hid_path_to_gro
     in_control_flow = report_control_flow(minfo)
     _check_plain_weight_use(minfo, eqns, skip=in_control_flow)
     return relations
-
-
-def _state_of(minfo, path):
-    for st in minfo.compiled_model_states:
-        if minfo.state_id_to_path[id(st)] == path:
-            return st
-    return None
 
 
 def _build_tail(eqns, op_index, y_var, group: HiddenGroup, depends_on_y, prim_name, weight_paths) -> Jaxpr:
@@ -422,7 +412,7 @@ def _emit_unconnected(prim_name, weight_paths, blocked, eqns, minfo, y_var, read
                 for pos in rule.trainable_inputs(**e.params).values():
                     v = e.invars[pos]
                     if is_var(v) and v in minfo.invar_to_weight_path:
-                        blockers.append(_fmt(minfo.invar_to_weight_path[v]))
+                        blockers.append(format_path(minfo.invar_to_weight_path[v]))
         reaches_hidden = bool(set(forward_closure(
             [y_var], eqns, crosses=lambda e: e.primitive is not P.stop_gradient_p)) & set(minfo.outvar_to_hidden_path))
         if reaches_hidden:
@@ -477,8 +467,8 @@ def _check_plain_weight_use(minfo: ModuleInfo, eqns, skip=frozenset()):
         hit = [minfo.outvar_to_hidden_path[v] for v in _reaches_hidden_outside_ops(leaves, eqns, hidden_out)]
         if hit:
             emit(DiagnosticKind.PLAIN_WEIGHT_OPERATION, DiagnosticLevel.WARNING,
-                 f"ParamState `{_fmt(path)}` reaches hidden state(s) "
-                 f"{', '.join('`' + _fmt(p) + '`' for p in sorted(set(hit)))} through plain JAX ops, not as the "
+                 f"ParamState `{format_path(path)}` reaches hidden state(s) "
+                 f"{', '.join('`' + format_path(p) + '`' for p in sorted(set(hit)))} through plain JAX ops, not as the "
                  "trainable input of an ETP op, so it has no eligibility trace: it learns from its same-step "
                  "gradient only. Use `braintrace.matmul` / `element_wise` / `conv` / `einsum` for trainable "
                  "operations.",

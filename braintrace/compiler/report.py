@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import brainstate
 
-from .diagnostics import DiagnosticKind, DiagnosticLevel
+from .diagnostics import DiagnosticKind, DiagnosticLevel, format_path
 from .graph import ETraceGraph
 
 __all__ = ["CompilationReport", "EXCLUSION_KINDS"]
@@ -17,9 +17,6 @@ EXCLUSION_KINDS = (
     DiagnosticKind.RELATION_EXCLUDED_WEIGHT_TO_WEIGHT,
 )
 
-
-def _fmt(path) -> str:
-    return ".".join(map(str, path))
 
 
 class CompilationReport:
@@ -77,15 +74,15 @@ class CompilationReport:
         lines.append("Hidden groups:")
         for index, paths in self.hidden_groups:
             group = self.graph.hidden_groups[index]
-            lines.append(f"  [{index}] {', '.join(_fmt(p) for p in paths)}  "
+            lines.append(f"  [{index}] {', '.join(format_path(p) for p in paths)}  "
                          f"varshape={tuple(group.varshape)} S={group.num_state}")
         lines.append("Weights trained online:")
         for path, key, groups in self.etrace_weights:
-            lines.append(f"  {_fmt(path)} [{key}] -> groups {groups}")
+            lines.append(f"  {format_path(path)} [{key}] -> groups {groups}")
         if self.excluded_weights:
             lines.append("Weights without a trace:")
             for path, kind in self.excluded_weights:
-                lines.append(f"  {_fmt(path)}: {kind.value if kind is not None else 'not used by the step'}")
+                lines.append(f"  {format_path(path)}: {kind.value if kind is not None else 'not used by the step'}")
         if level >= 2:
             notes = [r for r in self.graph.diagnostics if r.level is not DiagnosticLevel.INFO]
             if notes:
