@@ -181,9 +181,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
         values = [st.value for st in minfo.compiled_model_states]
 
         def probe(args, values):
-            leaves = [jax.tree.leaves(v) for v in values]
-            params = [leaves[i] for i in layout.param_indices]
-            others = [leaves[i] for i in layout.other_indices]
+            params, others = layout.split([jax.tree.leaves(v) for v in values])
             _, temps, _ = executor.run_step(self._compiled.graph, layout, jax.tree.leaves(args), params, others)
             return executor.step_quantities(self._compiled.graph, temps, dict(zip(layout.param_paths, params, strict=True)))
 
@@ -254,8 +252,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
         layout = self._compiled.layout
         states = self._current_states()
         leaves = [jax.tree.leaves(st.value) for st in states]
-        params = [leaves[i] for i in layout.param_indices]
-        others = [leaves[i] for i in layout.other_indices]
+        params, others = layout.split(leaves)
         arg_leaves = jax.tree.leaves(args)
         step = self.running_index.value
         if self.vmap:

@@ -30,6 +30,21 @@ def trace_key(relation_index: int, group_index: int) -> str:
     return f"{relation_index}:{group_index}"
 
 
+def zero_param_trace(relation, x, df, effective) -> dict:
+    """Zero parameter-dimension traces ``{key: (*V, *C, S)}`` for one relation and group."""
+    rule = etp_rule_of(relation.primitive)
+    shapes = jax.eval_shape(lambda x_, df_, eff: rule.trace_increment(x_, df_, eff, relation.eqn_params),
+                            x, df, effective)
+    return {k: jnp.zeros(s.shape, s.dtype) for k, s in shapes.items()}
+
+
+def roll_param_trace(relation, group, trace, x, df, effective, jacobian) -> dict:
+    """One D-RTRL step of a relation's trace for one group: ``ε ← D ε + (∂h/∂y) ⊗ x``."""
+    increment = etp_rule_of(relation.primitive).trace_increment(x, df, effective, relation.eqn_params)
+    rank = len(group.varshape)
+    return {k: (apply_jacobian(jacobian, t, rank) + increment[k]).astype(t.dtype) for k, t in trace.items()}
+
+
 class ParamDimVjpAlgorithm(ETraceAlgorithm):
     """Diagonal RTRL with parameter-dimension traces (``braintrace.D_RTRL``).
 
@@ -63,28 +78,19 @@ class ParamDimVjpAlgorithm(ETraceAlgorithm):
     """
 
     def init_traces(self, graph, q) -> dict:
-        traces = {}
-        for r, rel in enumerate(graph.hidden_param_op_relations):
-            rule = etp_rule_of(rel.primitive)
-            for i, group in enumerate(rel.hidden_groups):
-                shapes = jax.eval_shape(
-                    lambda x, df, eff, rule=rule, rel=rel: rule.trace_increment(x, df, eff, rel.eqn_params),
-                    q.x[r], q.df[r][i], q.effective[r])
-                traces[trace_key(r, group.index)] = {k: jnp.zeros(s.shape, s.dtype) for k, s in shapes.items()}
-        return traces
+        return {
+            trace_key(r, group.index): zero_param_trace(rel, q.x[r], q.df[r][i], q.effective[r])
+            for r, rel in enumerate(graph.hidden_param_op_relations)
+            for i, group in enumerate(rel.hidden_groups)
+        }
 
     def roll(self, traces, q, step) -> dict:
         new = {}
         for r, rel in enumerate(self.graph.hidden_param_op_relations):
-            rule = etp_rule_of(rel.primitive)
             for i, group in enumerate(rel.hidden_groups):
                 key = trace_key(r, group.index)
-                increment = rule.trace_increment(q.x[r], q.df[r][i], q.effective[r], rel.eqn_params)
-                jac = q.jacobians[group.index]
-                new[key] = {
-                    k: (apply_jacobian(jac, traces[key][k], len(group.varshape)) + increment[k]).astype(traces[key][k].dtype)
-                    for k in traces[key]
-                }
+                new[key] = roll_param_trace(rel, group, traces[key], q.x[r], q.df[r][i], q.effective[r],
+                                            q.jacobians[group.index])
         return new
 
     def solve(self, traces, signals, q, step) -> list:

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from ..ops.primitive import etp_rule_of
 from .base import ETraceAlgorithm
-from .d_rtrl import trace_key
+from .d_rtrl import roll_param_trace, trace_key, zero_param_trace
 from .executor import apply_jacobian
 
 __all__ = ["IODimVjpAlgorithm", "ES_D_RTRL", "pp_prop", "decay_from"]
@@ -101,16 +101,12 @@ class IODimVjpAlgorithm(ETraceAlgorithm):
     def init_traces(self, graph, q) -> dict:
         traces = {}
         for r, (rel, slot) in enumerate(zip(graph.hidden_param_op_relations, self._x_slots(), strict=True)):
-            rule = etp_rule_of(rel.primitive)
             if slot is not None and slot not in traces:
                 traces[slot] = jnp.zeros(q.x[r].shape, q.x[r].dtype)
             for i, group in enumerate(rel.hidden_groups):
                 df = q.df[r][i]
                 if slot is None:
-                    shapes = jax.eval_shape(
-                        lambda x, d, eff, rule=rule, rel=rel: rule.trace_increment(x, d, eff, rel.eqn_params),
-                        q.x[r], df, q.effective[r])
-                    traces[trace_key(r, group.index)] = {k: jnp.zeros(s.shape, s.dtype) for k, s in shapes.items()}
+                    traces[trace_key(r, group.index)] = zero_param_trace(rel, q.x[r], df, q.effective[r])
                 else:
                     traces[trace_key(r, group.index)] = jnp.zeros(df.shape, df.dtype)
         return traces
@@ -120,7 +116,6 @@ class IODimVjpAlgorithm(ETraceAlgorithm):
         new = {}
         slots = self._x_slots()
         for r, (rel, slot) in enumerate(zip(self.graph.hidden_param_op_relations, slots, strict=True)):
-            rule = etp_rule_of(rel.primitive)
             if slot is not None and slot not in new:
                 new[slot] = (a * traces[slot] + q.x[r]).astype(traces[slot].dtype)
             for i, group in enumerate(rel.hidden_groups):
@@ -128,9 +123,7 @@ class IODimVjpAlgorithm(ETraceAlgorithm):
                 jac = q.jacobians[group.index]
                 rank = len(group.varshape)
                 if slot is None:
-                    inc = rule.trace_increment(q.x[r], q.df[r][i], q.effective[r], rel.eqn_params)
-                    new[key] = {k: (apply_jacobian(jac, traces[key][k], rank) + inc[k]).astype(traces[key][k].dtype)
-                                for k in traces[key]}
+                    new[key] = roll_param_trace(rel, group, traces[key], q.x[r], q.df[r][i], q.effective[r], jac)
                 else:
                     prop = apply_jacobian(jac, traces[key][..., None, :], rank)[..., 0, :]
                     new[key] = (a * prop + (1.0 - a) * q.df[r][i]).astype(traces[key].dtype)

@@ -92,6 +92,11 @@ class StateLayout(NamedTuple):
                 o_idx.append(i)
         return cls(tuple(p_idx), tuple(o_idx), tuple(paths), tuple(minfo.state_treedefs))
 
+    def split(self, leaves_per_state: Sequence[Sequence[Any]]) -> tuple[list, list]:
+        """Per-state leaf lists (compiled order) split into ``(params, others)``."""
+        return ([leaves_per_state[i] for i in self.param_indices],
+                [leaves_per_state[i] for i in self.other_indices])
+
     def merge(self, param_leaves: Sequence[Sequence[Any]], other_leaves: Sequence[Sequence[Any]]) -> list:
         """Flat leaves of every compiled state, in compiled order."""
         per_state = [None] * (len(self.param_indices) + len(self.other_indices))

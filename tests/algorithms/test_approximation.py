@@ -10,7 +10,14 @@ import pytest
 import braintrace
 import braintrace.nn as bnn
 from tests._support import models
-from tests._support.oracle import bptt_grads, cosine, flat, online_grads, restore_states, snapshot_states
+from tests._support.oracle import (
+    bptt_grads,
+    cosine,
+    flat,
+    online_grads,
+    restore_states,
+    snapshot_states,
+)
 
 
 def grads_pair(model, xs, algorithm, **options):

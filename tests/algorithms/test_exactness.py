@@ -8,7 +8,13 @@ import pytest
 
 import braintrace
 from tests._support import models
-from tests._support.oracle import assert_grads_close, bptt_grads, online_grads, restore_states, snapshot_states
+from tests._support.oracle import (
+    assert_grads_close,
+    bptt_grads,
+    online_grads,
+    restore_states,
+    snapshot_states,
+)
 
 
 def run_both(model, xs, batch, algorithm=braintrace.D_RTRL, **options):

@@ -14,9 +14,7 @@ def quantities(model, x):
     graph = braintrace.compile_etrace_graph(model, x)
     layout = executor.StateLayout.of(graph)
     minfo = graph.module_info
-    leaves = [jax.tree.leaves(st.value) for st in minfo.compiled_model_states]
-    params = [leaves[i] for i in layout.param_indices]
-    others = [leaves[i] for i in layout.other_indices]
+    params, others = layout.split([jax.tree.leaves(st.value) for st in minfo.compiled_model_states])
     _, temps, _ = executor.run_step(graph, layout, jax.tree.leaves((x,)), params, others)
     q = executor.step_quantities(graph, temps, dict(zip(layout.param_paths, params)))
     return graph, temps, q
