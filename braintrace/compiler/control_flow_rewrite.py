@@ -18,7 +18,7 @@ from .._jax_compat import jaxpr_of_param, new_var
 from .._jax_compat import lax_primitives as P
 from ..ops.primitive import is_etp_primitive
 from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
-from .jaxpr_tools import inline_calls, is_var, make_eqn
+from .jaxpr_tools import inline_calls, is_var, make_eqn, rename_body
 
 __all__ = ["if_convert_conds"]
 
@@ -32,30 +32,6 @@ def _contains_etp(jaxpr) -> bool:
         if any(_contains_etp(sub) for sub in jex_core.jaxprs_in_params(eqn.params)):
             return True
     return False
-
-
-def _inline_branch(branch, operands, lifted):
-    """Equations of one branch with fresh vars; returns ``(eqns, outputs)``."""
-    inner, consts, constvars = jaxpr_of_param(branch)
-    rename: dict = {}
-    for cv, c in zip(constvars, consts, strict=True):
-        fresh = new_var(cv.aval)
-        lifted.append((fresh, c))
-        rename[cv] = fresh
-    for v, atom in zip(inner.invars, operands, strict=True):
-        rename[v] = atom
-    eqns = []
-    for eqn in inner.eqns:
-        invars = [rename.get(a, a) if is_var(a) else a for a in eqn.invars]
-        outvars = []
-        for v in eqn.outvars:
-            fresh = new_var(v.aval)
-            if is_var(v):
-                rename[v] = fresh
-            outvars.append(fresh)
-        eqns.append(eqn.replace(invars=invars, outvars=outvars))
-    outputs = [rename.get(a, a) if is_var(a) else a for a in inner.outvars]
-    return eqns, outputs
 
 
 def if_convert_conds(eqns, outvars):
@@ -76,7 +52,7 @@ def if_convert_conds(eqns, outvars):
             index, operands = eqn.invars[0], eqn.invars[1:]
             results = []
             for branch in branches:
-                branch_eqns, outputs = _inline_branch(branch, operands, lifted)
+                branch_eqns, outputs = rename_body(*jaxpr_of_param(branch), operands, lifted)
                 new_eqns.extend(branch_eqns)
                 results.append(outputs)
             for k, out in enumerate(eqn.outvars):

@@ -39,6 +39,7 @@ __all__ = [
     "STATE_AXIS_PRIMITIVES",
     "is_var",
     "inline_calls",
+    "rename_body",
     "evaluate_equations",
     "producer_map",
     "consumer_map",
@@ -99,6 +100,39 @@ def _call_body(eqn: JaxprEqn):
     return None
 
 
+def rename_body(inner, consts, constvars, operands, lifted: list, keep: dict | None = None):
+    """Copy a call body with fresh variables, bound to the caller's ``operands``.
+
+    Inner constants are lifted (appended to ``lifted`` as ``(Var, value)``); ``keep`` maps
+    inner output vars to outer vars to reuse instead of fresh ones. Returns
+    ``(equations, outputs)``; nested calls are left for the caller to inline.
+    """
+    rename: dict = {}
+    for cv, c in zip(constvars, consts, strict=True):
+        fresh = new_var(cv.aval)
+        lifted.append((fresh, c))
+        rename[cv] = fresh
+    invars = list(inner.invars)
+    if constvars and len(invars) > len(operands):
+        invars = invars[len(constvars):]
+    rename.update(zip(invars, operands, strict=True))
+    produced = {v for e in inner.eqns for v in e.outvars if is_var(v)}
+    for inner_out, outer_out in (keep or {}).items():
+        if inner_out in produced and inner_out not in rename:
+            rename[inner_out] = outer_out
+    eqns = []
+    for eqn in inner.eqns:
+        outvars = []
+        for v in eqn.outvars:
+            if is_var(v) and v not in rename:
+                rename[v] = new_var(v.aval)
+            outvars.append(rename[v] if is_var(v) else new_var(v.aval))
+        invars_ = [rename.get(a, a) if is_var(a) else a for a in eqn.invars]
+        eqns.append(eqn.replace(invars=invars_, outvars=outvars))
+    outputs = [rename.get(a, a) if is_var(a) else a for a in inner.outvars]
+    return eqns, outputs
+
+
 def inline_calls(eqns: Sequence[JaxprEqn], outvars: Sequence[Any]):
     """Inline every ``jit``/``closed_call`` body, recursively.
 
@@ -110,6 +144,8 @@ def inline_calls(eqns: Sequence[JaxprEqn], outvars: Sequence[Any]):
         ``outvars`` with aliases resolved (an outer var defined as a copy of another).
     lifted : list of (Var, value)
         Constants of inner bodies, to be added as constvars of the outer jaxpr.
+    alias : dict
+        Outer call outputs that became another var (a body returning an input, say).
     """
     alias: dict[Var, Any] = {}
     lifted: list[tuple[Var, Any]] = []
@@ -120,45 +156,27 @@ def inline_calls(eqns: Sequence[JaxprEqn], outvars: Sequence[Any]):
             atom = alias[atom]
         return atom
 
-    def walk(equations, rename: dict):
+    def walk(equations):
         for eqn in equations:
-            invars = [resolve(rename.get(a, a)) if is_var(a) else a for a in eqn.invars]
+            invars = [resolve(a) if is_var(a) else a for a in eqn.invars]
             body = _call_body(eqn)
             if body is None:
-                outvars_ = [rename.get(v, v) if is_var(v) else v for v in eqn.outvars]
-                out_eqns.append(eqn.replace(invars=invars, outvars=outvars_))
+                out_eqns.append(eqn.replace(invars=invars))
                 continue
             inner, consts, constvars = body
-            inner_rename: dict = {}
-            for cv, c in zip(constvars, consts, strict=True):
-                fresh = new_var(cv.aval)
-                lifted.append((fresh, c))
-                inner_rename[cv] = fresh
-            inner_invars = [v for v in inner.invars]
-            if constvars:
-                inner_invars = inner_invars[len(constvars):] if len(inner_invars) > len(eqn.invars) else inner_invars
-            for iv, atom in zip(inner_invars, invars, strict=True):
-                inner_rename[iv] = atom
-            outer_outs = [rename.get(v, v) if is_var(v) else v for v in eqn.outvars]
-            produced_inside = {v for e in inner.eqns for v in e.outvars}
-            for inner_out, outer_out in zip(inner.outvars, outer_outs, strict=True):
-                if is_var(inner_out) and inner_out in produced_inside and inner_out not in inner_rename \
-                        and is_var(outer_out) and not _is_drop(outer_out):
-                    inner_rename[inner_out] = outer_out
-            for e in inner.eqns:
-                for v in e.outvars:
-                    if is_var(v) and v not in inner_rename:
-                        inner_rename[v] = new_var(v.aval)
-            walk(inner.eqns, inner_rename)
-            for inner_out, outer_out in zip(inner.outvars, outer_outs, strict=True):
+            # Reuse the call's own output vars for the body's results where possible.
+            keep = {i: o for i, o in zip(inner.outvars, eqn.outvars, strict=True)
+                    if is_var(i) and is_var(o) and not _is_drop(o)}
+            body_eqns, outputs = rename_body(inner, consts, constvars, invars, lifted, keep)
+            walk(body_eqns)
+            for output, outer_out in zip(outputs, eqn.outvars, strict=True):
                 if not is_var(outer_out) or _is_drop(outer_out):
                     continue
-                mapped = inner_rename.get(inner_out, inner_out) if is_var(inner_out) else inner_out
-                mapped = resolve(mapped)
+                mapped = resolve(output)
                 if mapped is not outer_out:
                     alias[outer_out] = mapped
 
-    walk(eqns, {})
+    walk(eqns)
     final_outvars = [resolve(v) if is_var(v) else v for v in outvars]
     return out_eqns, final_outvars, lifted, alias
 
