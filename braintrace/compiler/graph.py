@@ -180,16 +180,6 @@ def _guard_recursion():
         _STACK.depth -= 1
 
 
-def _snapshot(model) -> dict:
-    return {id(st): (st, st.value) for st in dict(model.states()).values()}
-
-
-def _restore(snapshot) -> None:
-    for st, value in snapshot.values():
-        if st.value is not value:
-            st.value = value
-
-
 def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
                          include_hidden_perturb: bool = True) -> ETraceGraph:
     """Compile one step of ``model`` into an :class:`ETraceGraph`.
@@ -232,26 +222,23 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
     >>> len(graph.hidden_groups)
     1
     """
+    # extract_module_info restores every state it traced; the later passes only read jaxprs.
     with _guard_recursion(), diagnostic_context() as collector:
-        snapshot = _snapshot(model) if isinstance(model, brainstate.nn.Module) else {}
-        try:
-            minfo = extract_module_info(model, *model_args)
-            if not minfo.hidden_path_to_invar:
-                raise _errors.CompilationError(
-                    f"`{type(model).__name__}` has no HiddenState used by its update step, so there is "
-                    "nothing to learn online. Store recurrent state in `brainstate.HiddenState` and "
-                    "initialise it (brainstate.nn.init_all_states) before compiling."
-                )
-            hidden_groups, hid_path_to_group = find_hidden_groups_from_minfo(minfo)
-            for i, group in enumerate(hidden_groups):
-                if group.index != i:
-                    raise _errors.CompilationError(f"internal: hidden group {group.index} is at position {i}.")
-            relations = find_hidden_param_op_relations_from_minfo(minfo, hid_path_to_group)
-            minfo = minfo.add_jaxpr_outs(_needed_temporaries(minfo, hidden_groups, relations))
-            perturb = (add_hidden_perturbation_from_minfo(minfo, hidden_groups, relations)
-                       if include_hidden_perturb else None)
-        finally:
-            _restore(snapshot)
+        minfo = extract_module_info(model, *model_args)
+        if not minfo.hidden_path_to_invar:
+            raise _errors.CompilationError(
+                f"`{type(model).__name__}` has no HiddenState used by its update step, so there is "
+                "nothing to learn online. Store recurrent state in `brainstate.HiddenState` and "
+                "initialise it (brainstate.nn.init_all_states) before compiling."
+            )
+        hidden_groups, hid_path_to_group = find_hidden_groups_from_minfo(minfo)
+        for i, group in enumerate(hidden_groups):
+            if group.index != i:
+                raise _errors.CompilationError(f"internal: hidden group {group.index} is at position {i}.")
+        relations = find_hidden_param_op_relations_from_minfo(minfo, hid_path_to_group)
+        minfo = minfo.add_jaxpr_outs(_needed_temporaries(minfo, hidden_groups, relations))
+        perturb = (add_hidden_perturbation_from_minfo(minfo, hidden_groups, relations)
+                   if include_hidden_perturb else None)
         return ETraceGraph(
             module_info=minfo,
             hidden_groups=hidden_groups,
