@@ -38,6 +38,7 @@ from .trace_slot import TraceSlot, TraceSlotState, placeholder_trace, zeros_like
 
 __all__ = ["CodingLayer"]
 
+
 type DiagnosticsHook = Callable[[CodingTrace], Any]
 
 
@@ -67,8 +68,11 @@ class CodingLayer(brainstate.nn.Module):
         Number of codes.
     coding_dim : int, optional
         Dimension ``D`` of the code space. By default ``layer.out_size[-1]`` (the features
-        or channels of a ``brainstate`` module). When the reduced output has more features
-        than ``coding_dim``, a fixed :class:`RandomProjection` (seeded with ``seed``) maps it
+        or channels of a ``brainstate`` module) when the module has an ``out_size``, and
+        otherwise the last axis of the first coded (reduced) output: the codebook is then
+        built on the first call, eagerly, under ``brainstate.transform.jit`` or while an
+        online learner compiles its step. When the reduced output has more features than
+        ``coding_dim``, a fixed :class:`RandomProjection` (seeded with ``seed``) maps it
         down.
     reducer : {None, 'identity', 'spatial_mean'} or callable
         The view that gets coded. ``None`` codes a ``(..., D)`` output as it is, every
@@ -83,6 +87,10 @@ class CodingLayer(brainstate.nn.Module):
         The codebook's update rule, applied inside the step after each coded call.
     decay : float
         EMA decay of the codebook update.
+    restart_after : int, optional
+        With ``update='ema'``: re-seed a code that no coded point chose in this many
+        consecutive calls at a point of the current call (see :class:`Codebook`). Off by
+        default; like the rest it changes the codebook only, never the output or gradients.
     init : {'uniform', 'normal'}
         Codebook initialisation.
     seed : int
@@ -98,8 +106,8 @@ class CodingLayer(brainstate.nn.Module):
     TypeError
         If ``layer`` is not callable or ``reducer`` is neither a name nor callable.
     ValueError
-        If ``coding_dim`` is not given and ``layer`` has no ``out_size``, or a codebook or
-        assignment setting is invalid.
+        If ``coding_dim`` is not a positive integer, or a codebook or assignment setting is
+        invalid.
 
     Notes
     -----
@@ -112,13 +120,22 @@ class CodingLayer(brainstate.nn.Module):
     *Storage.* The trace state holds a :class:`CodingTrace` of fixed structure from
     construction on. Its shapes are set by :meth:`init_state` (through
     ``brainstate.nn.init_all_states``, when the wrapped module has an ``out_size``), by
-    :meth:`fit_trace`, or else by the first coded call; a later change of the activation
-    shape reshapes it (a jitted step then retraces). An online learner needs the shapes set
-    before it compiles the step: initialise the states, or call :meth:`fit_trace`. Clearing
-    the cache (:meth:`clear_last_trace`, :meth:`disable_coding`, a bypassed call) only marks
-    it empty. A raw ``jax.jit``/``jax.vmap`` cannot carry states: the trace is then not
-    stored (counted in :attr:`coding_error_count`); use the ``brainstate.transform``
-    versions.
+    :meth:`fit_trace`, or else by the first coded call, also when that call is traced by
+    ``brainstate.transform.jit`` or by an online learner's compilation (the state then
+    takes its shapes as if it had had them before the trace began). A later change of the
+    activation shape reshapes it (a jitted step then retraces; an online learner must be
+    recompiled anyway). Clearing the cache (:meth:`clear_last_trace`,
+    :meth:`disable_coding`, a bypassed call) only marks it empty. A raw
+    ``jax.jit``/``jax.vmap`` cannot carry states: the trace is then not stored (counted in
+    :attr:`coding_error_count`); use the ``brainstate.transform`` versions.
+
+    *Lanes (``vmap=True`` learners).* Such a learner gives every non-parameter state a
+    lane axis and runs the lanes independently, so an EMA codebook would become one
+    codebook per lane, each fitted to one lane's points: statistics that the batched
+    learner (``vmap=False``) would not give. A fixed codebook (``update='none'``, the
+    default) is the same in every lane, i.e. shared, and the trace gains the lane axis:
+    the statistics equal those of the batched learner. An EMA codebook refuses the lane
+    axis with :class:`braintrace.NotSupportedError`, which says to compile in batched mode.
 
     *Errors.* ``coding_error_count`` and ``hook_error_count`` are Python counters: under
     ``jit`` a coding error is counted when the step is traced, a hook error (with
@@ -161,6 +178,7 @@ class CodingLayer(brainstate.nn.Module):
         eps: float = 1e-12,
         update: Literal["none", "ema"] = "none",
         decay: float = 0.99,
+        restart_after: int | None = None,
         init: Literal["uniform", "normal"] = "uniform",
         seed: int = 0,
         hooks_under_jit: bool = False,
@@ -173,14 +191,9 @@ class CodingLayer(brainstate.nn.Module):
         reduce = resolve_reducer(reducer)
         if coding_dim is None:
             out_size = layer.out_size if isinstance(layer, brainstate.nn.Module) else None
-            if not out_size:
-                raise ValueError(
-                    f"Cannot infer the coding dimension of `{type(layer).__name__}`: it has no "
-                    "`out_size`. Pass `coding_dim=` (the feature count the reducer produces)."
-                )
-            dim = int(out_size[-1])
+            dim = int(out_size[-1]) if out_size else None  # None: from the first coded output
         else:
-            if int(coding_dim) != coding_dim or coding_dim < 1:
+            if isinstance(coding_dim, bool) or int(coding_dim) != coding_dim or coding_dim < 1:
                 raise ValueError(f"`coding_dim` must be a positive integer; got {coding_dim!r}.")
             dim = int(coding_dim)
             reduce = chain_reducers(reduce, RandomProjection(dim, seed=seed))
@@ -190,10 +203,11 @@ class CodingLayer(brainstate.nn.Module):
             if layer.out_size is not None:
                 self.out_size = layer.out_size
         self.reducer = fail_open_reducer(reduce)
-        self.codebook = Codebook(K, dim, init=init, seed=seed, update=update, decay=decay)
+        self.codebook = Codebook(K, dim, init=init, seed=seed, update=update, decay=decay,
+                                 restart_after=restart_after)
         self.assignment = SoftAssignment(temperature=temperature, eps=eps)
         self.hooks_under_jit = bool(hooks_under_jit)
-        self.trace_slot = TraceSlotState(placeholder_trace(K, dim), active=True)
+        self.trace_slot = TraceSlotState(placeholder_trace(K, dim or 1), active=True)
         self.coding_error_count = 0
         self.last_coding_error: str | None = None
         self.hook_error_count = 0
@@ -212,8 +226,26 @@ class CodingLayer(brainstate.nn.Module):
         self._store(trace, active)
         return output
 
+    @property
+    def coding_dim(self) -> int | None:
+        """The code dimension ``D``; ``None`` until the first coded call when it is inferred."""
+        return self.codebook.code_dim
+
+    def _build_codebook(self, output: Any) -> None:
+        """Fix ``D`` from the reduced view of the first coded output (shapes only)."""
+        if not self.codebook.is_built:
+            reduced = jax.eval_shape(lambda out: self.reducer(out)[0], output)
+            if not hasattr(reduced, "shape") or len(reduced.shape) < 1:
+                raise ValueError(
+                    f"Cannot infer the coding dimension of `{type(self.layer).__name__}`: its "
+                    f"reduced output is {reduced!r}, not an array `(..., D)`. Pass a `reducer=` "
+                    "that returns one, or `coding_dim=`."
+                )
+            self.codebook.build(reduced.shape[-1])
+
     def _code(self, output: Any) -> CodingTrace | None:
         try:
+            self._build_codebook(output)
             trace = coding_statistics(
                 output, self.codebook.centers.value, reducer=self.reducer, **dataclasses.asdict(self.assignment)
             )
@@ -312,7 +344,8 @@ class CodingLayer(brainstate.nn.Module):
         slot = self.trace_slot.value
         if isinstance(slot.valid, jax.core.Tracer):
             return slot.trace
-        return slot.trace if bool(slot.valid) else None
+        # `valid` has a lane axis after a vmap=True learner ran: one flag per lane.
+        return slot.trace if bool(np.all(slot.valid)) else None
 
     def clear_last_trace(self) -> None:
         """Empty the cache (the state keeps its structure)."""
@@ -350,11 +383,11 @@ class CodingLayer(brainstate.nn.Module):
                                      **dataclasses.asdict(self.assignment))
 
         try:
+            self._build_codebook(example_output)
             template = jax.eval_shape(code, example_output)
         except Exception:  # fail-open, as for a coded call
             return False
-        slot = self.trace_slot.value
-        self.trace_slot.value = TraceSlot(zeros_like(template), np.False_, slot.active)
+        self.trace_slot.refit(TraceSlot(zeros_like(template), np.False_, self.trace_slot.value.active))
         return True
 
     def init_state(self, batch_size: int | None = None, **kwargs) -> None:
@@ -365,7 +398,7 @@ class CodingLayer(brainstate.nn.Module):
         ``init_all_states`` too, not by this method.
         """
         if self.out_size is None:
-            return
+            return  # shaped by the first coded call
         shape = tuple(self.out_size) if batch_size is None else (int(batch_size), *self.out_size)
         self.fit_trace(jax.ShapeDtypeStruct(shape, brainstate.environ.dftype()))
 

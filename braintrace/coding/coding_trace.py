@@ -71,7 +71,8 @@ class CodingTrace:
     reduction_meta : Mapping
         How ``reduced`` was obtained, e.g. ``{"method": "identity"}``; plain Python values.
     nearest_center_distances : jax.Array
-        Euclidean distance to the chosen center, shape ``(...)``.
+        Squared Euclidean distance to the chosen center (the seed's definition, the same
+        value as ``commitment_distances``), shape ``(...)``.
     chosen_center_indices : jax.Array
         Index of the chosen (nearest) center, shape ``(...)``, integer dtype.
     commitment_distances : jax.Array

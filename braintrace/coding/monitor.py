@@ -9,7 +9,9 @@ position, e.g. per batch element), codes them with :func:`coding_statistics` und
 states and writes only its own codebook states, so the model's states, the traces and the
 gradients are exactly what they would be without it.
 
-The monitor relies on the learner's public surface only (``graph``, ``model``,
+The codebooks are the monitor's own states, outside the model, so with a ``vmap=True``
+learner one codebook sees the points of every lane (the statistics are the batched
+learner's). The monitor relies on the learner's public surface only (``graph``, ``model``,
 ``etrace_grad``, ``etrace_evolve``), so this layer does not import the algorithms.
 """
 
@@ -86,7 +88,8 @@ class HiddenMonitor(brainstate.nn.Module):
     """
 
     def __init__(self, learner_or_graph, *, K: int = 16, coding_dim: int | None = None,
-                 temperature: float = 1.0, update: str = "ema", decay: float = 0.99, seed: int = 0):
+                 temperature: float = 1.0, update: str = "ema", decay: float = 0.99, seed: int = 0,
+                 restart_after: int | None = None):
         super().__init__()
         if isinstance(learner_or_graph, ETraceGraph):
             learner, graph = None, learner_or_graph
@@ -113,7 +116,8 @@ class HiddenMonitor(brainstate.nn.Module):
                     f"({[format_path(p) for p in group.hidden_paths]})."
                 )
             self._projections.append(None if dim == features else RandomProjection(dim, seed=seed + group.index))
-            books.append(Codebook(K, dim, seed=seed + group.index, update=update, decay=decay))
+            books.append(Codebook(K, dim, seed=seed + group.index, update=update, decay=decay,
+                                  restart_after=restart_after))
         self.codebooks = books
 
     @property
@@ -197,7 +201,7 @@ class HiddenMonitor(brainstate.nn.Module):
 
 def monitor_hidden(learner_or_graph: Any, *, K: int = 16, coding_dim: int | None = None,
                    temperature: float = 1.0, update: str = "ema", decay: float = 0.99,
-                   seed: int = 0) -> HiddenMonitor:
+                   seed: int = 0, restart_after: int | None = None) -> HiddenMonitor:
     """Watch the coding statistics of every hidden group of an online learner.
 
     Parameters
@@ -217,6 +221,9 @@ def monitor_hidden(learner_or_graph: Any, *, K: int = 16, coding_dim: int | None
         EMA decay.
     seed : int
         Seed of the codebooks and projections.
+    restart_after : int, optional
+        Re-seed a code unused for this many consecutive steps (with ``update='ema'``; see
+        :class:`Codebook`). Off by default.
 
     Returns
     -------
@@ -233,4 +240,4 @@ def monitor_hidden(learner_or_graph: Any, *, K: int = 16, coding_dim: int | None
     (['code_length', 'commitment', 'entropy', 'utilization'], (5,))
     """
     return HiddenMonitor(learner_or_graph, K=K, coding_dim=coding_dim, temperature=temperature,
-                         update=update, decay=decay, seed=seed)
+                         update=update, decay=decay, seed=seed, restart_after=restart_after)

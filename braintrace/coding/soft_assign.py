@@ -8,7 +8,9 @@ For activity ``x`` of shape ``(..., D)`` and centers ``c`` of shape ``(K, D)``:
 - ``p = softmax(-d / max(temperature, eps))``;
 - the best code is ``argmin_k d_k`` (the first one on ties);
 - ``best_length = -log(p_best + eps)`` and ``entropy = -Σ_k p_k log(p_k + eps)`` (nats);
-- ``combined_surprise = β_L · best_length + β_H · entropy + β_D · log1p(d_best)``.
+- ``combined_surprise = β_L · best_length + β_H · entropy + β_D · log1p(d_best)``;
+- ``nearest_center_distances`` and ``commitment_distances`` are both ``d_best``, the
+  *squared* distance to the chosen center, as the seed (nervecode) defines them.
 
 Statistics are computed in at least ``float32``. Nothing here stops gradients; callers
 that observe a model (``CodingLayer``, ``coding_statistics``) pass stop-gradient values.
@@ -107,9 +109,10 @@ def soft_assign(
         ``probs (..., K)`` with ``best_length``, ``entropy``, ``best_indices`` and
         ``combined_surprise`` of shape ``(...)``.
     intermediates : dict
-        ``nearest_center_distances`` (Euclidean distance to the best center),
-        ``chosen_center_indices`` (the best index) and ``commitment_distances`` (squared
-        distance to the best center), each of shape ``(...)``.
+        ``nearest_center_distances`` and ``commitment_distances`` (both the *squared*
+        Euclidean distance ``d_best`` to the best center, as in the seed's definition; take
+        ``jnp.sqrt`` for the Euclidean distance) and ``chosen_center_indices`` (the best
+        index), each of shape ``(...)``.
 
     Raises
     ------
@@ -126,7 +129,7 @@ def soft_assign(
     >>> code.best_indices
     Array([0, 1], dtype=int32)
     >>> inter["commitment_distances"], inter["nearest_center_distances"]
-    (Array([4., 1.], dtype=float32), Array([2., 1.], dtype=float32))
+    (Array([4., 1.], dtype=float32), Array([4., 1.], dtype=float32))
     >>> code.probs.sum(-1)
     Array([1., 1.], dtype=float32)
     """
@@ -147,7 +150,7 @@ def soft_assign(
     code = SoftCode(probs, best_length=best_length, entropy=entropy, best_indices=best,
                     combined_surprise=combined)
     intermediates = {
-        "nearest_center_distances": jnp.sqrt(nearest),
+        "nearest_center_distances": nearest,
         "chosen_center_indices": best,
         "commitment_distances": nearest,
     }

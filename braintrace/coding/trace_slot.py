@@ -14,7 +14,8 @@ always holds a :class:`TraceSlot`:
 
 The number of leaves never changes. The shapes are fitted to the first coded call (and
 refitted if the activation shape changes) by :meth:`TraceSlotState.fit` just before the
-slot is written, so even a first call made under ``jit`` compiles once.
+slot is written, so even a first call made under ``jit``, or inside an online learner's
+compilation, compiles once.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import brainstate
 import jax
 import numpy as np
 
+from .._errors import NotSupportedError
+from ._refit import RefitMixin
 from .coding_trace import CodingTrace
 from .soft_code import SoftCode
 
@@ -68,7 +71,7 @@ class TraceSlot:
         return f"TraceSlot(trace={self.trace!r}, active={self.active})"
 
 
-class TraceSlotState(brainstate.ShortTermState):
+class TraceSlotState(RefitMixin, brainstate.ShortTermState):
     """A non-trainable state holding a :class:`TraceSlot`.
 
     Parameters
@@ -81,6 +84,24 @@ class TraceSlotState(brainstate.ShortTermState):
 
     def __init__(self, template: CodingTrace, active: bool = True) -> None:
         super().__init__(TraceSlot(zeros_like(template), np.False_, active))
+
+    def _write_value(self, v: Any) -> None:
+        # Until its first fit the slot holds placeholder shapes; only a fitted slot may be
+        # copied per lane (a vmap=True learner does that before the model ever runs).
+        if "_superseded" not in vars(self) and isinstance(v, TraceSlot) and not self._same_shapes(v.trace):
+            raise NotSupportedError(
+                "This CodingLayer's trace shapes are set by its first coded call, and a vmap=True "
+                "online learner copies every state per lane before the model ever runs. Call the "
+                "model once (or `CodingLayer.fit_trace(example_output)`) before compiling the learner, "
+                "or compile it in batched mode (without `vmap=True`)."
+            )
+        super()._write_value(v)
+
+    def _same_shapes(self, trace: Any) -> bool:
+        current = jax.tree.leaves(self._value.trace)
+        leaves = jax.tree.leaves(trace)
+        return len(current) == len(leaves) and all(
+            np.shape(a) == np.shape(b) for a, b in zip(current, leaves, strict=True))
 
     def fits(self, trace: CodingTrace) -> bool:
         """Whether ``trace`` has the slot's structure, shapes and dtypes (no read is recorded)."""
@@ -95,6 +116,7 @@ class TraceSlotState(brainstate.ShortTermState):
 
         Called just before the slot is written: the zeros then stand for the value the slot
         had before any enclosing trace began, so the traced step reads and writes a state of
-        one shape. This is the one place that sets the value without recording it.
+        one shape. This is the one place that sets the value without recording it; a snapshot
+        of the old value written back later (by a tracer restoring states) is ignored.
         """
-        vars(self)["_value"] = TraceSlot(zeros_like(trace), np.False_, self._value.active)
+        self.refit(TraceSlot(zeros_like(trace), np.False_, self._value.active))

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import braintrace
 from braintrace.coding import Codebook, CodebookState, soft_assign
 
 
@@ -125,3 +126,30 @@ def test_ema_update_has_no_gradient_path():
 
     grads = brainstate.transform.grad(loss, grad_states={"w": w})(jnp.ones((4, 2)))
     np.testing.assert_array_equal(grads["w"], jnp.full(2, 4.0))
+
+
+def test_deferred_code_dim_is_built_on_first_update_inside_jit():
+    eager = Codebook(5, 3, update="ema", seed=2)
+    lazy = Codebook(5, None, update="ema", seed=2)
+    assert not lazy.is_built and lazy.centers.value.shape == (5, 0)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(7, 3)), jnp.float32)
+    step = brainstate.transform.jit(lambda x: lazy.update(x))
+    np.testing.assert_array_equal(step(x), eager.update(x))
+    assert lazy.code_dim == 3 and lazy.centers.value.shape == (5, 3)
+    np.testing.assert_array_equal(lazy.centers.value, eager.centers.value)
+    np.testing.assert_array_equal(step(x), eager.update(x))  # the state carries over between calls
+    with pytest.raises(ValueError, match="codes 3 features; got points with 4"):
+        lazy.build(4)
+
+
+def test_ema_states_keep_their_shape():
+    book = Codebook(4, 2, update="ema")
+    with pytest.raises(ValueError, match=r"shape \(4, 2\); got a value of shape \(4, 3\)"):
+        book.centers.value = jnp.zeros((4, 3))
+    with pytest.raises(braintrace.NotSupportedError, match="per lane"):
+        book.cluster_sizes.value = jnp.ones((8, 4))
+    fixed = Codebook(4, 2)  # a fixed codebook may be copied (e.g. per lane)
+    fixed.centers.value = jnp.zeros((3, 4, 2))
+    unbuilt = Codebook(4, None)
+    with pytest.raises(braintrace.NotSupportedError, match="not known yet"):
+        unbuilt.centers.value = jnp.zeros((3, 4, 0))

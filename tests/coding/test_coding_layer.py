@@ -435,9 +435,11 @@ def test_constructor_errors():
     with pytest.raises(TypeError, match="callable"):
         CodingLayer(3)
     with pytest.raises(ValueError, match="coding_dim"):
-        CodingLayer(brainstate.nn.Identity(), K=4)
-    with pytest.raises(ValueError, match="coding_dim"):
         CodingLayer(Linear(), coding_dim=0)
+    with pytest.raises(ValueError, match="restart_after"):
+        CodingLayer(Linear(), restart_after=5)  # needs update='ema'
+    with pytest.raises(ValueError, match="restart_after"):
+        CodingLayer(Linear(), update="ema", restart_after=0)
     with pytest.raises(ValueError, match="K"):
         CodingLayer(Linear(), K=0)
     with pytest.raises(ValueError, match="temperature"):

@@ -9,7 +9,7 @@ from braintrace.coding import SoftAssignment, SoftCode, soft_assign, squared_dis
 
 
 def numpy_soft_assign(x, centers, temperature, eps, beta_length, beta_entropy, beta_distance):
-    """The formulas of the spec, in float64 NumPy."""
+    """The seed's formulas (nervecode: squared distances throughout), in float64 NumPy."""
     x = np.asarray(x, np.float64)
     centers = np.asarray(centers, np.float64)
     d = np.sum((x[..., None, :] - centers) ** 2, axis=-1)
@@ -29,7 +29,7 @@ def numpy_soft_assign(x, centers, temperature, eps, beta_length, beta_entropy, b
         "best_length": length,
         "entropy": entropy,
         "combined_surprise": combined,
-        "nearest_center_distances": np.sqrt(d_best),
+        "nearest_center_distances": d_best,
         "chosen_center_indices": best,
         "commitment_distances": d_best,
     }
@@ -137,3 +137,15 @@ def test_bad_temperature_or_eps(name, value):
 def test_bad_beta():
     with pytest.raises(ValueError, match="beta_entropy"):
         SoftAssignment(beta_entropy=float("nan"))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_seed_distance_semantics_pinned(jit):
+    """nervecode: the nearest-center distance is the squared distance, the commitment's value."""
+    centers = jnp.array([[0.0, 0.0], [3.0, 4.0]])
+    x = jnp.array([[0.0, 2.0], [3.0, 3.0], [6.0, 8.0]])
+    fn = lambda x: soft_assign(x, centers, beta_length=0.0, beta_entropy=0.0, beta_distance=1.0)  # noqa: E731
+    code, inter = (jax.jit(fn) if jit else fn)(x)
+    np.testing.assert_array_equal(inter["nearest_center_distances"], [4.0, 1.0, 25.0])  # not 2, 1, 5
+    np.testing.assert_array_equal(inter["nearest_center_distances"], inter["commitment_distances"])
+    np.testing.assert_allclose(code.combined_surprise, np.log1p([4.0, 1.0, 25.0]), rtol=1e-6)
