@@ -74,6 +74,15 @@ class ETPRule:
     param_trace_contract : callable, optional
         ``(trace, signal, effective, **params) -> {key: gradient}``: contracts traces with
         the learning signal ``(*V, S)`` into gradients of the effective parameters.
+    param_trace_roll : callable, optional
+        ``(trace, jacobian, **params) -> {key: rolled trace}``: applies the group Jacobian
+        ``D`` (``(*V, S, S)``) to the op's traces, for ops whose trace does not follow the
+        ``(*V, *C, S)`` layout (a sparse op keeps ``(*lead, nnz, S)``). ``None`` (default)
+        means the generic per-position contraction of ``(*V, *C, S)`` traces.
+    io_input : callable, optional
+        ``(x, **params) -> x_repr``: the representation of ``x`` that the ES-D-RTRL input
+        trace filters and that ``apply`` accepts in place of ``x`` (embedding: the one-hot of
+        the integer indices in the table dtype). ``None`` (default) means ``x`` itself.
     gradient_enabled : bool
         True for identity-like markers (``element_wise``) whose output is the parameter
         itself; their output may lie on a hidden-to-hidden path.
@@ -92,6 +101,8 @@ class ETPRule:
     param_trace_contract: Callable[..., dict[str, jax.Array]] | None = None
     gradient_enabled: bool = False
     batch_params: Callable[[dict], dict] | None = None
+    param_trace_roll: Callable[..., dict[str, jax.Array]] | None = None
+    io_input: Callable[..., jax.Array] | None = None
 
     # -- derived helpers used by the algorithms -------------------------------------------
     def effective_params(self, raw: Mapping[str, jax.Array], params: Mapping[str, Any]) -> dict:
@@ -101,12 +112,22 @@ class ETPRule:
 
     def raw_gradients(self, raw: Mapping[str, jax.Array], effective_grads: Mapping[str, jax.Array],
                       params: Mapping[str, Any]) -> dict:
-        """Pull gradients of the effective parameters back to the raw parameters."""
+        """Pull gradients of the effective parameters back to the raw parameters.
+
+        The effective dict may be keyed differently from the raw one (LoRA: raw
+        ``lora_b``/``lora_a`` give one effective ``weight``); effective keys without a
+        gradient get a zero cotangent.
+        """
         if self.effective is None:
             return {k: effective_grads[k] for k in raw}
-        _, pullback = jax.vjp(lambda r: self.effective_params(r, params), dict(raw))
-        (grads,) = pullback({k: effective_grads[k] for k in raw})
+        effective, pullback = jax.vjp(lambda r: self.effective_params(r, params), dict(raw))
+        (grads,) = pullback({k: effective_grads[k] if k in effective_grads else jnp.zeros_like(v)
+                             for k, v in effective.items()})
         return grads
+
+    def input_representation(self, x, params):
+        """``x`` as the ES-D-RTRL input trace sees it (see ``io_input``)."""
+        return x if self.io_input is None else self.io_input(x, **params)
 
     def trace_increment(self, x, df, effective, params) -> dict:
         if self.param_trace_increment is not None:
@@ -278,6 +299,8 @@ def register_primitive(
     param_trace_contract: Callable[..., dict] | None = None,
     gradient_enabled: bool = False,
     batch_params: Callable[[dict], dict] | None = None,
+    param_trace_roll: Callable[..., dict] | None = None,
+    io_input: Callable[..., jax.Array] | None = None,
 ) -> ETPPrimitive:
     """Create and register an ETP primitive.
 
@@ -296,7 +319,7 @@ def register_primitive(
         params returning it. Default ``{'weight': 1}``.
     x_index : int or None
         Index of the data input, ``None`` when the op has none.
-    effective, param_trace_increment, param_trace_contract, gradient_enabled
+    effective, param_trace_increment, param_trace_contract, param_trace_roll, io_input, gradient_enabled
         See :class:`ETPRule`. Ops without trace rules get exact Jacobian-based defaults.
     batch_params : callable, optional
         Maps the static params to those of the op with one extra leading axis on ``x``.
@@ -334,6 +357,8 @@ def register_primitive(
         param_trace_contract=param_trace_contract,
         gradient_enabled=gradient_enabled,
         batch_params=batch_params if batch_params is not None else _same_params,
+        param_trace_roll=param_trace_roll,
+        io_input=io_input,
     )
     primitive = ETPPrimitive(name, rule)
     primitive.def_impl(partial(_impl, primitive))

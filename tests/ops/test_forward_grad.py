@@ -11,6 +11,7 @@ from jax import lax
 
 import braintrace
 from braintrace.ops import etp_conv_p, etp_einsum_p, etp_element_wise_p, etp_matmul_p
+from braintrace.ops.conv import channel_last_dimension_numbers as channel_last
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -309,7 +310,7 @@ def conv_case(x_shape, k_shape, kwargs, lax_padding, with_bias):
         args.append(randn(12, k_shape[-1:]))
 
     def op(x, k, b=None):
-        return braintrace.conv(x, k, b, **kwargs)
+        return braintrace.conv(x, k, b, dimension_numbers=channel_last(len(k_shape) - 2), **kwargs)
 
     return op, conv_reference(len(k_shape), kwargs, lax_padding), args
 
@@ -335,7 +336,8 @@ def test_conv_kernel_fn():
     _, reference, args = op_args
 
     def op(x, k, b):
-        return braintrace.conv(x, k, b, padding="SAME", kernel_fn=square_weight, bias_fn=softplus_bias)
+        return braintrace.conv(x, k, b, padding="SAME", kernel_fn=square_weight, bias_fn=softplus_bias,
+                               dimension_numbers=channel_last(2))
 
     def ref(x, k, b):
         return reference(x, square_weight(k), softplus_bias(b))
@@ -345,32 +347,36 @@ def test_conv_kernel_fn():
 
 def test_conv_units():
     x, k = randn(10, (2, 8, 2)), randn(11, (3, 2, 3))
-    y = braintrace.conv(x * u.mV, k * u.siemens, padding="VALID")
+    y = braintrace.conv(x * u.mV, k * u.siemens, padding="VALID", dimension_numbers=channel_last(1))
     assert isinstance(y, u.Quantity)
     expected = conv_reference(3, dict(padding="VALID"), "VALID")(x, k)
     np.testing.assert_allclose(np.asarray(y.to_decimal(u.mV * u.siemens)), np.asarray(expected), **TOL)
 
 
-def test_conv_grouped_is_not_supported():
-    with pytest.raises(braintrace.NotSupportedError, match="feature_group_count"):
-        braintrace.conv(jnp.ones((2, 8, 4)), jnp.ones((3, 2, 4)), feature_group_count=2)
+def test_conv_batch_grouped_is_not_supported():
+    with pytest.raises(braintrace.NotSupportedError, match="batch_group_count"):
+        braintrace.conv(jnp.ones((2, 8, 4)), jnp.ones((3, 4, 4)), batch_group_count=2,
+                        dimension_numbers=channel_last(1))
 
 
 def test_conv_shape_errors():
     with pytest.raises(ValueError, match=r"\(3, 4\)"):
         braintrace.conv(jnp.ones((2, 8, 3)), jnp.ones((3, 4)))
     with pytest.raises(ValueError, match=r"\(2, 8, 5\)"):
-        braintrace.conv(jnp.ones((2, 8, 5)), jnp.ones((3, 3, 4)))
+        braintrace.conv(jnp.ones((2, 8, 5)), jnp.ones((3, 3, 4)), dimension_numbers=channel_last(1))
     with pytest.raises(ValueError, match=r"\(3,\)"):
-        braintrace.conv(jnp.ones((2, 8, 3)), jnp.ones((3, 3, 4)), jnp.ones(3))
+        braintrace.conv(jnp.ones((2, 8, 3)), jnp.ones((3, 3, 4)), jnp.ones(3), dimension_numbers=channel_last(1))
     with pytest.raises(ValueError, match="padding"):
-        braintrace.conv(jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4)), padding=[(1, 1)])
+        braintrace.conv(jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4)), padding=[(1, 1)],
+                        dimension_numbers=channel_last(2))
     with pytest.raises(ValueError, match="padding"):
-        braintrace.conv(jnp.ones((2, 8, 3)), jnp.ones((3, 3, 4)), padding="FULL")
+        braintrace.conv(jnp.ones((2, 8, 3)), jnp.ones((3, 3, 4)), padding="FULL", dimension_numbers=channel_last(1))
     with pytest.raises(ValueError, match="padding"):  # lax has no string padding with lhs_dilation
-        braintrace.conv(jnp.ones((2, 8, 3)), jnp.ones((3, 3, 4)), padding="SAME", lhs_dilation=2)
+        braintrace.conv(jnp.ones((2, 8, 3)), jnp.ones((3, 3, 4)), padding="SAME", lhs_dilation=2,
+                        dimension_numbers=channel_last(1))
     with pytest.raises(ValueError, match="strides"):
-        braintrace.conv(jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4)), strides=(1, 1, 1))
+        braintrace.conv(jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4)), strides=(1, 1, 1),
+                        dimension_numbers=channel_last(2))
 
 
 # --------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from jax import lax
 
 import braintrace
 from braintrace.ops import etp_rule_of, is_etp_primitive
+from braintrace.ops.conv import channel_last_dimension_numbers as channel_last
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -154,16 +155,17 @@ def test_conv_oracle(case):
     _, x_shape, k_shape, kwargs = case
     args = [randn(10, x_shape), randn(11, k_shape), randn(12, k_shape[-1:])]
     patch = int(np.prod(k_shape[:-1]))
-    check_oracle(lambda x, k, b: braintrace.conv(x, k, b, **kwargs), args, conv_reference_for(k_shape, kwargs),
-                 trace_dims={"kernel": (patch,), "bias": ()})
+    dn = channel_last(len(k_shape) - 2)
+    check_oracle(lambda x, k, b: braintrace.conv(x, k, b, dimension_numbers=dn, **kwargs), args,
+                 conv_reference_for(k_shape, kwargs), trace_dims={"kernel": (patch,), "bias": ()})
 
 
 def test_conv_oracle_broadcast_varshape():
     # an unbatched input feeding a batched hidden group
     k_shape, kwargs = (3, 3, 2, 3), dict(padding="SAME", strides=(1, 2))
     args = [randn(10, (6, 6, 2)), randn(11, k_shape)]
-    check_oracle(lambda x, k: braintrace.conv(x, k, **kwargs), args, conv_reference_for(k_shape, kwargs),
-                 varshape=(2, 6, 3, 3), trace_dims={"kernel": (18,)})
+    check_oracle(lambda x, k: braintrace.conv(x, k, dimension_numbers=channel_last(2), **kwargs), args,
+                 conv_reference_for(k_shape, kwargs), varshape=(2, 6, 3, 3), trace_dims={"kernel": (18,)})
 
 
 def test_conv_patch_ordering_matches_kernel_layout():
@@ -171,14 +173,14 @@ def test_conv_patch_ordering_matches_kernel_layout():
     k_shape = (2, 3, 2, 1)
     x = randn(13, (5, 6, 2))
     args = [x, jnp.zeros(k_shape)]
-    rule, x_, raw, params = bound_op(lambda x, k: braintrace.conv(x, k, padding="VALID"), *args)
+    rule, x_, raw, params = bound_op(lambda x, k: braintrace.conv(x, k, padding="VALID", dimension_numbers=channel_last(2)), *args)
     df = jnp.ones((4, 4, 1, 1))
     trace = rule.trace_increment(x_, df, raw, params)["kernel"]  # (4, 4, 1, P, 1)
     signal = jnp.zeros((4, 4, 1, 1)).at[1, 2, 0, 0].set(1.0)
     grad = rule.trace_contract({"kernel": trace}, signal, raw, params)["kernel"]
     for idx in np.ndindex(*k_shape[:-1]):
         onehot = jnp.zeros(k_shape).at[idx + (0,)].set(1.0)
-        y = braintrace.conv(x, onehot, padding="VALID")  # (4, 4, 1)
+        y = braintrace.conv(x, onehot, padding="VALID", dimension_numbers=channel_last(2))  # (4, 4, 1)
         # grad[idx] = ∂y[1, 2]/∂k[idx] = y[1, 2] evaluated at the one-hot kernel
         np.testing.assert_allclose(float(grad[idx + (0,)]), float(y[1, 2, 0]), **TOL)
 
@@ -249,7 +251,7 @@ def softplus_bias(b):
 RAW_CASES = [
     ("matmul", lambda x, w, b: braintrace.matmul(x, w, b, weight_fn=nonlinear_weight, bias_fn=softplus_bias),
      [(4, 3), (3, 5), (5,)]),
-    ("conv", lambda x, k, b: braintrace.conv(x, k, b, padding="SAME", strides=2,
+    ("conv", lambda x, k, b: braintrace.conv(x, k, b, padding="SAME", strides=2, dimension_numbers=channel_last(2),
                                              kernel_fn=nonlinear_weight, bias_fn=softplus_bias),
      [(2, 7, 6, 2), (3, 3, 2, 3), (3,)]),
     ("einsum", lambda x, w: braintrace.einsum("bhi,hio->bho", x, w, weight_fn=nonlinear_weight),
