@@ -5,6 +5,7 @@ Every model is a real brainstate module built on braintrace's ETP ops or layers;
 """
 
 import brainstate
+import braintools
 import jax
 import jax.numpy as jnp
 
@@ -51,7 +52,7 @@ class CellWithReadout(brainstate.nn.Module):
 
 
 def elman(n_in=3, n_hidden=5, n_out=2):
-    return CellWithReadout(bnn.ValinaRNNCell(n_in, n_hidden), n_hidden, n_out)
+    return CellWithReadout(bnn.ValinaRNNCell(n_in, n_hidden, activation="tanh"), n_hidden, n_out)
 
 
 def gru(n_in=3, n_hidden=5, n_out=2):
@@ -63,22 +64,28 @@ def lstm(n_in=3, n_hidden=5, n_out=2):
 
 
 class SpikingNet(brainstate.nn.Module):
-    """``Linear -> LIF (or ALIF)`` with a linear readout of the spikes.
+    """``Linear -> brainpy.state.LIF (or ALIF)`` with a linear readout of the spikes.
 
-    The neuron recurrence is element-wise, so D-RTRL is exact.
+    Plain-number constants (no units); each step runs under its own ``dt = 1.0``. The neuron
+    recurrence is element-wise, so D-RTRL is exact.
     """
+
+    dt = 1.0
 
     def __init__(self, n_in=3, n_hidden=6, n_out=2, neuron="lif"):
         super().__init__()
-        self.inp = bnn.Linear(n_in, n_hidden, w_init=brainstate.nn.init.KaimingNormal(scale=4.0))
+        self.inp = bnn.Linear(n_in, n_hidden, w_init=braintools.init.KaimingNormal(scale=4.0))
+        common = dict(R=1.0, tau=5.0, V_th=1.0, V_reset=0.0, V_rest=0.0,
+                      V_initializer=braintools.init.Constant(0.0), spk_fun=braintools.surrogate.Sigmoid(alpha=4.0))
         if neuron == "lif":
-            self.neu = bnn.LIF(n_hidden, tau=5.0, V_th=1.0)
+            self.neu = bnn.LIF(n_hidden, **common)
         else:
-            self.neu = bnn.ALIF(n_hidden, tau=5.0, tau_a=20.0, beta=0.5, V_th=1.0)
+            self.neu = bnn.ALIF(n_hidden, tau_a=20.0, beta=0.5, **common)
         self.out = bnn.Linear(n_hidden, n_out)
 
     def update(self, x):
-        return self.out(self.neu(self.inp(x)))
+        with brainstate.environ.context(dt=self.dt):
+            return self.out(self.neu(self.inp(x)))
 
 
 class TwoLayerGRU(brainstate.nn.Module):
@@ -110,7 +117,8 @@ class ConvLeaky(brainstate.nn.Module):
 
     def update(self, x):
         k = self.kernel.value
-        self.h.value = 0.8 * self.h.value + jnp.tanh(braintrace.conv(x, k["kernel"], k["bias"], padding="SAME"))
+        y = braintrace.conv(x, k["kernel"], k["bias"], padding="SAME", dimension_numbers=("NWC", "WIO", "NWC"))
+        self.h.value = 0.8 * self.h.value + jnp.tanh(y)
         return self.out(self.h.value.reshape(self.h.value.shape[:-2] + (-1,)))
 
 
@@ -136,16 +144,24 @@ class GroupStateNeuron(brainstate.nn.Module):
 
 
 class SpikingLeakyReadout(brainstate.nn.Module):
-    """``Linear -> LIF -> LeakyRateReadout``: two hidden groups in a chain."""
+    """``Linear -> brainpy.state.LIF -> LeakyRateReadout``: two hidden groups in a chain.
+
+    Plain-number constants; each step runs under its own ``dt = 1.0``.
+    """
+
+    dt = 1.0
 
     def __init__(self, n_in=3, n_hidden=6, n_out=2):
         super().__init__()
-        self.inp = bnn.Linear(n_in, n_hidden, w_init=brainstate.nn.init.KaimingNormal(scale=4.0))
-        self.neu = bnn.LIF(n_hidden, tau=5.0)
+        self.inp = bnn.Linear(n_in, n_hidden, w_init=braintools.init.KaimingNormal(scale=4.0))
+        self.neu = bnn.LIF(n_hidden, R=1.0, tau=5.0, V_th=1.0, V_reset=0.0, V_rest=0.0,
+                           V_initializer=braintools.init.Constant(0.0),
+                           spk_fun=braintools.surrogate.Sigmoid(alpha=4.0))
         self.out = bnn.LeakyRateReadout(n_hidden, n_out, tau=5.0)
 
     def update(self, x):
-        return self.out(self.neu(self.inp(x)))
+        with brainstate.environ.context(dt=self.dt):
+            return self.out(self.neu(self.inp(x)))
 
 
 class CondBranches(brainstate.nn.Module):

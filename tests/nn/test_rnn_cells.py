@@ -19,7 +19,7 @@ def _dense(params, name, xh):
 
 def _rnn_step(params, states, x):
     (h,) = states
-    h = jnp.tanh(_dense(params, "W", jnp.concatenate([x, h], -1)))
+    h = jax.nn.relu(_dense(params, "W", jnp.concatenate([x, h], -1)))  # the default activation
     return (h,), h
 
 
@@ -140,9 +140,11 @@ def test_gradient_through_unrolled_steps_matches_reference(name):
 
 def test_lstm_forget_bias_is_used():
     brainstate.random.seed(0)
-    a = braintrace.nn.LSTMCell(IN, OUT, forget_bias=1.0)
+    a = braintrace.nn.LSTMCell(IN, OUT)
     brainstate.random.seed(0)
-    b = braintrace.nn.LSTMCell(IN, OUT, forget_bias=0.0)
+    b = braintrace.nn.LSTMCell(IN, OUT)
+    assert a.forget_bias == 1.0
+    b.forget_bias = 0.0
     for cell in (a, b):
         cell.init_state()
     x = jnp.ones(IN)
@@ -151,9 +153,11 @@ def test_lstm_forget_bias_is_used():
     assert not np.allclose(a(x), b(x))
 
 
-def test_rnn_activation_must_be_callable():
-    with pytest.raises(TypeError, match="activation"):
-        braintrace.nn.ValinaRNNCell(IN, OUT, activation="tanh")
+def test_rnn_activation_must_be_a_name_or_callable():
+    with pytest.raises(TypeError, match="ValinaRNNCell.*activation"):
+        braintrace.nn.ValinaRNNCell(IN, OUT, activation=1.0)
+    with pytest.raises(ValueError, match="ValinaRNNCell.*activation.*known names"):
+        braintrace.nn.ValinaRNNCell(IN, OUT, activation="tahn")
 
 
 def test_jitted_step_matches_eager_step():
