@@ -12,7 +12,7 @@ import datetime
 import io
 import pathlib
 
-from . import coding_overhead, compile_time, memory, speed
+from . import coding_overhead, compile_time, memory, scaling, speed
 from ._common import machine
 
 HERE = pathlib.Path(__file__).parent
@@ -39,6 +39,8 @@ def main(argv=None):
          ["--plot", str(HERE / "memory.png")]),
         ("Time per sequence, forward + gradient", speed.main, speed_args),
         ("Overhead of coding statistics (GRU N=256, K=16)", coding_overhead.main, []),
+        ("Data-parallel throughput against forced host devices (ES-D-RTRL, GRU N=128, batch 64)",
+         scaling.main, []),
     ]
     parts = [f"# Benchmark results\n\nMeasured {datetime.date.today().isoformat()} on: {machine()}.\n"
              "Regenerate with `python -m benchmarks` (add `--full` for the whole speed grid).\n"]

@@ -7,7 +7,7 @@ ES-D-RTRL/pp-prop, sequence drivers), ``coding`` (observe-only coding statistics
 ``nn`` (layers built on the ops).
 """
 
-from . import algorithms, coding, nn, ops
+from . import algorithms, checkpoint, coding, nn, ops
 from ._errors import BraintraceError, CompilationError, NotSupportedError
 from .algorithms import (
     D_RTRL,
@@ -45,8 +45,12 @@ from .ops import (
     conv,
     einsum,
     element_wise,
+    embedding,
+    grouped_matmul,
+    lora_matmul,
     matmul,
     register_primitive,
+    sparse_matmul,
 )
 
 __all__ = [
@@ -61,6 +65,7 @@ __all__ = [
     "IODimVjpAlgorithm",
     "ParamDimVjpAlgorithm",
     "algorithms",
+    "checkpoint",
     "coding",
     "nn",
     "compile",
@@ -87,7 +92,11 @@ __all__ = [
     "conv",
     "einsum",
     "element_wise",
+    "embedding",
+    "grouped_matmul",
+    "lora_matmul",
     "matmul",
     "ops",
+    "sparse_matmul",
     "register_primitive",
 ]

@@ -3,7 +3,8 @@
 
 Run ``python -m braintrace.demo`` (or ``make demo``). It
 
-1. builds a spiking network (``Linear -> LIF -> LeakyRateReadout``) and a GRU network;
+1. builds a spiking network (``Linear -> brainpy.state.LIF -> Linear``, in mA/mV/ms, run under
+   ``brainstate.environ.context(dt=1 ms)``) and a GRU network;
 2. prints what the compiler decided about each (``graph.explain()`` as a table);
 3. trains each online with D-RTRL and ES-D-RTRL and, for comparison, with BPTT, on a
    synthetic task generated here (no downloads), printing the loss curves;
@@ -21,6 +22,8 @@ import time
 import warnings
 
 import brainstate
+import braintools
+import brainunit as u
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,19 +60,21 @@ def cross_entropy(logits, labels):
 
 # ----------------------------------------------------------------------------- models
 class SpikingClassifier(brainstate.nn.Module):
-    """``Linear -> LIF -> Linear``: the membrane integrates the evidence and the readout reads
-    the membrane potential. The neuron dynamics are element-wise, so D-RTRL's gradient equals
-    BPTT's here."""
+    """``Linear (mA) -> brainpy.state.LIF -> Linear``: the membrane integrates the evidence and
+    the readout reads the membrane potential (in mV). The neuron dynamics are element-wise, so
+    D-RTRL's gradient equals BPTT's here. Runs under ``brainstate.environ.context(dt=...)``."""
 
     def __init__(self, n_in=2, n_hidden=32, n_out=2):
         super().__init__()
-        self.inp = bnn.Linear(n_in, n_hidden, w_init=brainstate.nn.init.KaimingNormal(scale=2.0))
-        self.neu = bnn.LIF(n_hidden, tau=20.0, V_th=1.0)
+        self.inp = bnn.Linear(n_in, n_hidden, w_init=braintools.init.KaimingNormal(scale=2.0, unit=u.mA),
+                              b_init=braintools.init.ZeroInit(unit=u.mA))
+        self.neu = bnn.LIF(n_hidden, tau=20.0 * u.ms, V_th=1.0 * u.mV,
+                           spk_fun=braintools.surrogate.Sigmoid(alpha=4.0))
         self.out = bnn.Linear(n_hidden, n_out)
 
     def update(self, x):
         self.neu(self.inp(x))
-        return self.out(self.neu.V.value)
+        return self.out(self.neu.V.value / u.mV)
 
 
 class GRUClassifier(brainstate.nn.Module):
@@ -84,6 +89,7 @@ class GRUClassifier(brainstate.nn.Module):
         return self.out(self.cell(x))
 
 
+DT = 1.0 * u.ms  # the time step every model runs at (``brainstate.environ``)
 MODELS = {"LIF SNN": SpikingClassifier, "GRU": GRUClassifier}
 METHODS = {"BPTT": None, "D-RTRL": ("d_rtrl", {}), "ES-D-RTRL": ("es_d_rtrl", {"decay_or_rank": 0.9})}
 
@@ -91,7 +97,7 @@ METHODS = {"BPTT": None, "D-RTRL": ("d_rtrl", {}), "ES-D-RTRL": ("es_d_rtrl", {"
 # ----------------------------------------------------------------------------- training
 def _reset_hidden(model):
     for st in model.states(brainstate.HiddenState).values():
-        st.value = jnp.zeros_like(st.value)
+        st.value = u.math.zeros_like(st.value)
 
 
 def make_trainer(factory, method, batch, length, learning_rate, seed=0):
@@ -199,6 +205,16 @@ def main(argv=None) -> dict:
     _say(f"JAX {jax.__version__} on {jax.devices()[0].platform}; task: evidence accumulation, "
          f"T={args.length}, batch={args.batch}\n")
 
+    with brainstate.environ.context(dt=DT):
+        curves = _train_all(args)
+        memory = _report(args, curves, started)
+    if args.plot:
+        _plot(curves, memory, args.plot)
+        _say(f"Plot written to {args.plot}")
+    return {"curves": curves, "memory": memory}
+
+
+def _train_all(args) -> dict:
     curves: dict = {}
     for model_name, factory in MODELS.items():
         model = factory()
@@ -215,7 +231,10 @@ def main(argv=None) -> dict:
             for key in _progress(keys, args.iterations, f"{model_name} {method}", not args.no_progress):
                 losses.append(float(train_step(key)))
             curves[(model_name, method)] = losses
+    return curves
 
+
+def _report(args, curves, started) -> dict:
     _say("== Loss (cross-entropy on the decision window), mean of first / last 10 iterations ==")
     header = f"  {'model':<8} {'method':<10} {'start':>7} {'end':>7}"
     _say(header)
@@ -232,11 +251,7 @@ def main(argv=None) -> dict:
     for method, (short, long) in memory.items():
         _say(f"  {method:<10} {short:8.2f} {long:8.2f}")
     _say(f"\nDone in {time.perf_counter() - started:.0f} s.")
-
-    if args.plot:
-        _plot(curves, memory, args.plot)
-        _say(f"Plot written to {args.plot}")
-    return {"curves": curves, "memory": memory}
+    return memory
 
 
 def _plot(curves, memory, path) -> None:

@@ -3,11 +3,12 @@
 
 Each sample is an 8x8 image holding one bar, vertical or horizontal, at a random position,
 plus noise; it is shown for ``--length`` steps as spike trains (pixel intensity = firing
-probability). The network is a channel-last convolution (:func:`braintrace.conv`, a 3x3
-kernel stored in a ``ParamState``) driving LIF neurons whose membrane potentials have shape
-``(B, 8, 8, C)``, and a linear readout of the flattened potentials. Every LIF neuron is its
-own position of one hidden group, the convolution feeds it through an element-wise tail, so
-D-RTRL's gradient equals BPTT's; the script prints what the compiler found, checks the
+probability). The network is a channel-last convolution (:func:`braintrace.conv` with
+``dimension_numbers=('NHWC', 'HWIO', 'NHWC')``, a 3x3 kernel stored in a ``ParamState``)
+driving ``brainpy.state.LIF`` neurons (plain-number constants, run under
+``brainstate.environ.context(dt=1.0)``) whose membrane potentials have shape ``(B, 8, 8, C)``, and a linear
+readout of the flattened potentials. Every LIF neuron is its own position of one hidden
+group, the convolution feeds it through an element-wise tail, so D-RTRL's gradient equals BPTT's; the script prints what the compiler found, checks the
 gradient against BPTT on one batch, and trains.
 
 Run ``python examples/conv_snn_pattern.py`` (about ten seconds on two CPU cores) or
@@ -21,6 +22,7 @@ import time
 import warnings
 
 import brainstate
+import braintools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,6 +32,7 @@ import braintrace
 import braintrace.nn as bnn
 
 SIZE = 8
+CHANNEL_LAST = ("NHWC", "HWIO", "NHWC")  # the layout of the input, the kernel and the output
 
 
 def bar_images(key, batch: int, noise: float = 0.1):
@@ -57,12 +60,14 @@ class ConvSNN(brainstate.nn.Module):
         super().__init__()
         kernel = brainstate.random.randn(3, 3, 1, channels) * 0.8
         self.conv = brainstate.ParamState({"kernel": kernel, "bias": jnp.zeros(channels)})
-        self.neu = bnn.LIF((SIZE, SIZE, channels), tau=10.0, V_th=1.0)
+        self.neu = bnn.LIF((SIZE, SIZE, channels), R=1.0, tau=10.0, V_th=1.0, V_reset=0.0, V_rest=0.0,
+                           V_initializer=braintools.init.Constant(0.0),
+                           spk_fun=braintools.surrogate.Sigmoid(alpha=4.0))
         self.out = bnn.Linear(SIZE * SIZE * channels, n_out)
 
     def update(self, x):
         p = self.conv.value
-        self.neu(braintrace.conv(x, p["kernel"], p["bias"], padding="SAME"))
+        self.neu(braintrace.conv(x, p["kernel"], p["bias"], padding="SAME", dimension_numbers=CHANNEL_LAST))
         V = self.neu.V.value
         return self.out(V.reshape(V.shape[:-3] + (-1,)))
 
@@ -100,6 +105,11 @@ def main(argv=None) -> dict:
     if args.smoke:
         args.iterations, args.batch, args.length, args.channels = 20, 8, 8, 2
     warnings.filterwarnings("ignore", message=r"\[warning\]")
+    with brainstate.environ.context(dt=1.0):  # tau=10.0 is in steps of dt
+        return _run(args)
+
+
+def _run(args) -> dict:
     started = time.perf_counter()
 
     brainstate.random.seed(args.seed)

@@ -3,8 +3,9 @@
 
 Two input channels emit random spikes; one fires more often. After watching the whole
 sequence the network must say which, in the last quarter of the steps. The network is
-``Linear -> LIF -> Linear`` and the readout reads the membrane potential ``V``, which
-integrates the evidence. The neuron dynamics are element-wise, so D-RTRL's online gradient
+``Linear -> LIF -> Linear`` (``braintrace.nn.LIF`` is ``brainpy.state.LIF``; weights in mA,
+potentials in mV, run under ``brainstate.environ.context(dt=1 ms)``) and the readout reads
+the membrane potential ``V``, which integrates the evidence. The neuron dynamics are element-wise, so D-RTRL's online gradient
 equals BPTT's here; the script checks that on one batch before training.
 
 Run ``python examples/lif_evidence_accumulation.py`` (under ten seconds on two CPU cores) or
@@ -18,6 +19,8 @@ import time
 import warnings
 
 import brainstate
+import braintools
+import brainunit as u
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,17 +44,19 @@ def evidence_task(key, batch: int, length: int):
 
 
 class SpikingClassifier(brainstate.nn.Module):
-    """``Linear -> LIF -> Linear`` with the readout on the membrane potential."""
+    """``Linear (mA) -> LIF -> Linear`` with the readout on the membrane potential (in mV)."""
 
     def __init__(self, n_in: int = 2, n_hidden: int = 32, n_out: int = 2):
         super().__init__()
-        self.inp = bnn.Linear(n_in, n_hidden, w_init=brainstate.nn.init.KaimingNormal(scale=2.0))
-        self.neu = bnn.LIF(n_hidden, tau=20.0, V_th=1.0)
+        self.inp = bnn.Linear(n_in, n_hidden, w_init=braintools.init.KaimingNormal(scale=2.0, unit=u.mA),
+                              b_init=braintools.init.ZeroInit(unit=u.mA))
+        self.neu = bnn.LIF(n_hidden, tau=20.0 * u.ms, V_th=1.0 * u.mV,
+                           spk_fun=braintools.surrogate.Sigmoid(alpha=4.0))
         self.out = bnn.Linear(n_hidden, n_out)
 
     def update(self, x):
         self.neu(self.inp(x))
-        return self.out(self.neu.V.value)
+        return self.out(self.neu.V.value / u.mV)
 
 
 def cross_entropy(logits, labels):
@@ -99,6 +104,11 @@ def main(argv=None) -> dict:
     if args.smoke:
         args.iterations, args.batch, args.length, args.hidden = 25, 16, 30, 16
     warnings.filterwarnings("ignore", message=r"\[warning\]")
+    with brainstate.environ.context(dt=1.0 * u.ms):
+        return _run(args)
+
+
+def _run(args) -> dict:
     started = time.perf_counter()
 
     brainstate.random.seed(args.seed)

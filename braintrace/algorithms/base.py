@@ -18,6 +18,7 @@ Subclasses define the trace layout (``init``), its recursion (``roll``) and its 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 
 import brainstate
@@ -30,6 +31,7 @@ from ..compiler.diagnostics import format_path
 from ..compiler.graph import ETraceGraph, compile_etrace_graph
 from ..ops.primitive import etp_rule_of
 from . import executor
+from .options import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS, LearnerOptions
 
 __all__ = ["ETraceAlgorithm", "EligibilityTrace"]
 
@@ -42,15 +44,21 @@ class _Compiled:
     """Compilation products kept out of brainstate's module-graph traversal.
 
     ``ETraceGraph`` is a NamedTuple whose tables are keyed by jaxpr vars; brainstate would
-    walk into it as a pytree when listing the learner's states.
+    walk into it as a pytree when listing the learner's states. ``arg_treedef`` and
+    ``arg_avals`` describe one step's inputs (one lane in vmap mode) for input checks;
+    ``calls`` counts traced calls of ``update`` (``etrace_grad`` checks that its ``step_fn``
+    calls the learner exactly once).
     """
 
-    __slots__ = ("graph", "layout", "step_fn")
+    __slots__ = ("graph", "layout", "step_fn", "arg_treedef", "arg_avals", "calls")
 
-    def __init__(self, graph=None, layout=None, step_fn=None):
+    def __init__(self, graph=None, layout=None, step_fn=None, arg_treedef=None, arg_avals=()):
         self.graph = graph
         self.layout = layout
         self.step_fn = step_fn
+        self.arg_treedef = arg_treedef
+        self.arg_avals = tuple(arg_avals)
+        self.calls = 0
 
     def __repr__(self) -> str:
         if self.graph is None:
@@ -67,20 +75,36 @@ class ETraceAlgorithm(brainstate.nn.Module):
     ----------
     model : brainstate.nn.Module
         The model; ``model.update(*inputs)`` runs one time step.
+    name : str, optional
+        Module name.
     vmap : bool
         Treat the leading axis of every input and of every hidden/trace state as independent
         lanes over an unbatched graph (see :func:`braintrace.compile`).
-    name : str, optional
-        Module name.
+    vjp_method, fast_solve, trace_dtype, chunked_trace, control_flow, config, random_feedback_key, snap_max_jacobian_elements
+        The published learner options, validated by
+        :class:`~braintrace.algorithms.options.LearnerOptions` (an option this version does not
+        provide raises :class:`~braintrace.NotSupportedError`).
     """
 
-    def __init__(self, model: brainstate.nn.Module, *, vmap: bool = False, name: str | None = None):
+    def __init__(self, model: brainstate.nn.Module, name: str | None = None, *, vmap: bool = False,
+                 vjp_method: str = "single-step", fast_solve: bool = True, trace_dtype=None,
+                 chunked_trace: bool = True, control_flow=None, config=None, random_feedback_key=None,
+                 snap_max_jacobian_elements: int = DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS):
+        # Options first: a rejected option must not leave a half-built module behind.
+        options = LearnerOptions(
+            vjp_method=vjp_method, fast_solve=fast_solve, trace_dtype=trace_dtype, chunked_trace=chunked_trace,
+            control_flow=control_flow, config=config, random_feedback_key=random_feedback_key,
+            snap_max_jacobian_elements=snap_max_jacobian_elements,
+        )
         super().__init__(name=name)
         if not isinstance(model, brainstate.nn.Module):
             raise TypeError(f"the online learner wraps a `brainstate.nn.Module`; got {type(model).__name__}.")
         self.model = model
         self.vmap = bool(vmap)
+        self.options = options
         self._compiled = _Compiled()
+        # A BatchPlacement, set by `braintrace.compile(..., sharding=...)`.
+        self._placement = None
 
     # ------------------------------------------------------------------ subclass hooks
     def init_traces(self, graph: ETraceGraph, quantities: executor.StepQuantities) -> dict:
@@ -123,12 +147,27 @@ class ETraceAlgorithm(brainstate.nn.Module):
                 f"`learner.compile_graph(*example_inputs)` (or use `braintrace.compile`) first."
             )
 
-    def compile_graph(self, *example_args) -> ETraceGraph:
+    def compile_graph(self, *example_args, **example_kwargs) -> ETraceGraph:
         """Compile the model's step for these example inputs and allocate the traces.
 
         In ``vmap`` mode the example inputs carry the lane axis first; the graph is compiled
-        for one lane.
+        for one lane. Keyword inputs are bound to positions of ``model.update``.
+
+        The learner is changed only when compilation succeeds: after an error it is exactly
+        as before (compiled or not), and the model's states are unchanged.
+
+        Raises
+        ------
+        NotSupportedError
+            Inside ``jax.jit`` (or another JAX trace), for a non-float ``HiddenState`` and for
+            complex inputs, parameters or hidden states.
+        CompilationError
+            If no ETP op feeds a hidden state, or a hidden state changes shape or dtype in
+            the step.
         """
+        _check_not_traced(self.model, example_args, example_kwargs, "compile_graph")
+        example_args = self._bind_inputs(example_args, example_kwargs)
+        _check_no_complex(self.model, example_args)
         if self.vmap:
             lane_args = jax.tree.map(lambda a: a[0], example_args)
             lane_values = {}
@@ -141,7 +180,9 @@ class ETraceAlgorithm(brainstate.nn.Module):
                 for st in self._lane_states():
                     st.value = lane_values[id(st)]
         else:
+            lane_args = example_args
             graph = compile_etrace_graph(self.model, *example_args)
+        _check_hidden_states(self.model, graph)
         if not graph.hidden_param_op_relations:
             raise _errors.CompilationError(
                 f"`{type(self.model).__name__}` has no ETP op feeding a hidden state, so no weight can be "
@@ -149,10 +190,31 @@ class ETraceAlgorithm(brainstate.nn.Module):
                 "`param_state.value` in the recurrent path; see `graph.explain()`:\n"
                 + "\n".join(str(r) for r in graph.diagnostics)
             )
-        self._compiled = _Compiled(graph, executor.StateLayout.of(graph))
-        self._compiled.step_fn = self._build_step()
-        self.init_etrace_state(*example_args)
+        arg_leaves, arg_treedef = jax.tree.flatten(lane_args)
+        compiled = _Compiled(graph, executor.StateLayout.of(graph), arg_treedef=arg_treedef,
+                             arg_avals=[(jnp.shape(a), jnp.result_type(a)) for a in arg_leaves])
+        compiled.step_fn = self._build_step(compiled)
+        traces = self._fresh_traces(compiled, example_args)
+        # Commit: nothing above wrote the learner or the model.
+        self._compiled = compiled
+        self._set_traces(traces)
         return graph
+
+    def _bind_inputs(self, args: tuple, kwargs: dict) -> tuple:
+        """``args`` and ``kwargs`` as positional inputs of ``model.update``."""
+        if not kwargs:
+            return tuple(args)
+        name = f"{type(self.model).__name__}.update"
+        try:
+            bound = inspect.signature(self.model.update).bind(*args, **kwargs)
+        except TypeError as error:
+            raise TypeError(f"the inputs do not match the signature of `{name}`: {error}.") from None
+        if bound.kwargs:
+            raise TypeError(
+                f"`{name}` takes {sorted(bound.kwargs)} as keyword-only arguments; the learner passes "
+                "inputs by position. Make them positional-or-keyword parameters of `update`."
+            )
+        return tuple(bound.args)
 
     def _lane_states(self) -> list:
         return [st for st in self.model.states().values() if not isinstance(st, brainstate.ParamState)]
@@ -160,11 +222,17 @@ class ETraceAlgorithm(brainstate.nn.Module):
     def init_etrace_state(self, *example_args) -> None:
         """(Re)allocate zero traces and reset the step counter."""
         self._assert_compiled("init_etrace_state")
-        structs = self._quantity_shapes(example_args)
-        traces = self.init_traces(self._compiled.graph, structs)
+        self._set_traces(self._fresh_traces(self._compiled, tuple(example_args)))
+
+    def _fresh_traces(self, compiled: _Compiled, example_args: tuple) -> dict:
+        structs = self._quantity_shapes(compiled, example_args)
+        traces = self.init_traces(compiled.graph, structs)
         if self.vmap:
             lanes = jax.tree.leaves(example_args)[0].shape[0]
             traces = jax.tree.map(lambda t: jnp.zeros((lanes,) + t.shape, t.dtype), traces)
+        return traces
+
+    def _set_traces(self, traces: dict) -> None:
         self.etrace = EligibilityTrace(traces)
         self.running_index = brainstate.LongTermState(jnp.asarray(0, jnp.int32))
 
@@ -175,15 +243,15 @@ class ETraceAlgorithm(brainstate.nn.Module):
         self.etrace.value = jax.tree.map(jnp.zeros_like, self.etrace.value)
         self.running_index.value = jnp.asarray(0, jnp.int32)
 
-    def _quantity_shapes(self, example_args):
-        layout = self._compiled.layout
-        minfo = self._compiled.graph.module_info
+    def _quantity_shapes(self, compiled: _Compiled, example_args):
+        layout = compiled.layout
+        minfo = compiled.graph.module_info
         values = [st.value for st in minfo.compiled_model_states]
 
         def probe(args, values):
             params, others = layout.split([jax.tree.leaves(v) for v in values])
-            _, temps, _ = executor.run_step(self._compiled.graph, layout, jax.tree.leaves(args), params, others)
-            return executor.step_quantities(self._compiled.graph, temps, dict(zip(layout.param_paths, params, strict=True)))
+            _, temps, _ = executor.run_step(compiled.graph, layout, jax.tree.leaves(args), params, others)
+            return executor.step_quantities(compiled.graph, temps, dict(zip(layout.param_paths, params, strict=True)))
 
         args = example_args
         if self.vmap:
@@ -193,8 +261,8 @@ class ETraceAlgorithm(brainstate.nn.Module):
         return jax.eval_shape(probe, args, values)
 
     # ------------------------------------------------------------------ the step
-    def _build_step(self) -> Callable:
-        graph, layout = self._compiled.graph, self._compiled.layout
+    def _build_step(self, compiled: _Compiled) -> Callable:
+        graph, layout = compiled.graph, compiled.layout
         uses_old_signal = bool(graph.hidden_perturb.bypass_hidden_paths)
 
         def quantities(temps, params):
@@ -206,6 +274,9 @@ class ETraceAlgorithm(brainstate.nn.Module):
             return main, self.roll(traces, q, step)
 
         def fwd(args, params, others, traces, step):
+            # Under a second derivative these carry tangents; the online gradient is not
+            # differentiable, so refuse instead of returning zeros.
+            args, params, others, traces = _first_order_only((args, params, others, traces))
             main, temps, vjp_fn = executor.run_step(graph, layout, args, params, others)
             q = quantities(temps, params)
             new_traces = self.roll(traces, q, step)
@@ -245,15 +316,22 @@ class ETraceAlgorithm(brainstate.nn.Module):
                 g = executor.pull_back_to_leaf(rel, key, leaf_value, g, temps)
                 grads[slot][leaf] = grads[slot][leaf] + g.astype(grads[slot][leaf].dtype)
 
-    def update(self, *args):
-        """One online step: run the model, advance the traces, return the model output."""
+    def update(self, *args, **kwargs):
+        """One online step: run the model, advance the traces, return the model output.
+
+        The inputs must have the tree structure, shapes and dtype kinds of the example
+        inputs the learner was compiled with (keyword inputs are bound to positions of
+        ``model.update``); a mismatch raises a ``ValueError``/``TypeError`` naming the input.
+        """
         self._assert_compiled("update")
         minfo = self._compiled.graph.module_info
         layout = self._compiled.layout
+        args = self._bind_inputs(args, kwargs)
+        arg_leaves = self._checked_arg_leaves(args)
         states = self._current_states()
         leaves = [jax.tree.leaves(st.value) for st in states]
         params, others = layout.split(leaves)
-        arg_leaves = jax.tree.leaves(args)
+        self._compiled.calls += 1
         step = self.running_index.value
         if self.vmap:
             fn = jax.vmap(self._compiled.step_fn, in_axes=(0, None, 0, 0, None))
@@ -274,10 +352,48 @@ class ETraceAlgorithm(brainstate.nn.Module):
                 position += k
         flat = list(out_leaves) + [leaf for ls in per_state_leaves for leaf in ls]
         out, state_vals = jax.tree.unflatten(minfo.out_treedef, flat)
+        if self._placement is not None:
+            # Data parallel: keep the written states on their shards (no per-step gather).
+            state_vals = [self._placement.constrain(v) if i in layout.other_indices else v
+                          for i, v in enumerate(state_vals)]
+            new_traces = self._placement.constrain(new_traces)
         for i in layout.other_indices:
             states[i].value = state_vals[i]
         self.etrace.value = new_traces
         self.running_index.value = step + 1
+        return out
+
+    def _checked_arg_leaves(self, args: tuple) -> list:
+        """The input leaves, checked against (and cast to) the compiled example inputs."""
+        compiled = self._compiled
+        name = f"{type(self.model).__name__}.update"
+        leaves, treedef = jax.tree.flatten(args)
+        if treedef != compiled.arg_treedef:
+            raise TypeError(
+                f"the inputs of `{name}` have tree structure {treedef}; the learner was compiled for "
+                f"{compiled.arg_treedef}. Pass inputs structured like the example inputs, or recompile."
+            )
+        trace_leaves = jax.tree.leaves(self.etrace.value) if self.vmap else []
+        lanes = int(trace_leaves[0].shape[0]) if trace_leaves else None
+        out = []
+        for i, (leaf, (shape, dtype)) in enumerate(zip(leaves, compiled.arg_avals, strict=True)):
+            where = f"input leaf {i} of `{name}`" if len(leaves) > 1 else f"the input of `{name}`"
+            found = tuple(jnp.shape(leaf))
+            expected = shape if lanes is None else (lanes,) + tuple(shape)
+            if found != tuple(expected):
+                hint = ("recompile for the new batch size (`braintrace.compile(..., batch_size=...)`)"
+                        if found[1:] == tuple(expected)[1:] and found else
+                        "check the feature axes, or recompile with example inputs of this shape")
+                raise ValueError(f"{where} has shape {found}; the learner was compiled for {tuple(expected)}"
+                                 f"{' (lane axis first)' if lanes is not None else ''}. To use this shape, {hint}.")
+            found_dtype = jnp.result_type(leaf)
+            if found_dtype != dtype:
+                if not np.can_cast(found_dtype, dtype, casting="same_kind"):
+                    raise TypeError(f"{where} has dtype {found_dtype}; the learner was compiled for {dtype}, and "
+                                    f"{found_dtype} does not convert to it without loss. Cast the input, or "
+                                    "recompile with example inputs of this dtype.")
+                leaf = jnp.asarray(leaf, dtype)
+            out.append(leaf)
         return out
 
     def _current_states(self) -> list:
@@ -355,6 +471,91 @@ class ETraceAlgorithm(brainstate.nn.Module):
         from .drivers import etrace_evolve
 
         return etrace_evolve(self, *sequences, return_outputs=return_outputs)
+
+
+@jax.custom_jvp
+def _first_order_guard(x):
+    return x
+
+
+@_first_order_guard.defjvp
+def _first_order_guard_jvp(primals, tangents):
+    raise _errors.NotSupportedError(
+        "differentiating the online gradient (a second derivative, `jax.jacfwd`/`jax.hessian`/"
+        "`jax.grad` over `etrace_grad` or over a gradient of a learner step) is not supported: the "
+        "eligibility-trace gradient is an estimate with no derivative of its own, and returning one "
+        "would give silent zeros. Differentiate a BPTT loss (`brainstate.transform.grad` of the "
+        "unrolled model) for higher-order derivatives, or use finite differences of `etrace_grad`."
+    )
+
+
+def _first_order_only(tree):
+    """Identity on values; raises if a forward-mode tangent flows into the learner's step."""
+    return jax.tree.map(
+        lambda a: _first_order_guard(a) if jnp.issubdtype(jnp.result_type(a), jnp.inexact) else a, tree)
+
+
+def _is_tracer(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _check_not_traced(model, args, kwargs, what: str) -> None:
+    """Refuse to compile under a JAX trace: the model and learner would keep dead tracers."""
+    traced_input = any(_is_tracer(a) for a in jax.tree.leaves((args, kwargs)))
+    traced_state = [format_path(p) for p, st in model.states().items()
+                    if any(_is_tracer(v) for v in jax.tree.leaves(st.value))]
+    if traced_input or traced_state or _is_tracer(jnp.zeros(())):
+        found = ("traced example inputs" if traced_input else
+                 f"traced values in state(s) {', '.join(traced_state)}" if traced_state else "an active JAX trace")
+        raise _errors.NotSupportedError(
+            f"`{what}` was called inside `jax.jit` (or another JAX transformation): found {found}. "
+            "Compilation stores concrete state values and the traced graph in the learner, which would "
+            "hold dead tracers after the transformation returns. Compile once outside `jit` with concrete "
+            "example inputs, then call the learner (or `etrace_grad`) inside `jit`."
+        )
+
+
+def _check_no_complex(model, args) -> None:
+    """Complex inputs, parameters or states: the trace rules assume real arrays."""
+    for i, leaf in enumerate(jax.tree.leaves(args)):
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating):
+            raise _errors.NotSupportedError(
+                f"input leaf {i} of `{type(model).__name__}.update` has the complex dtype {jnp.result_type(leaf)}; "
+                "online learning supports real-valued inputs, parameters and hidden states only. Split the "
+                "input into real and imaginary parts (two real arrays), or use BPTT for complex models."
+            )
+    for path, st in model.states().items():
+        for leaf in jax.tree.leaves(st.value):
+            if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating):
+                raise _errors.NotSupportedError(
+                    f"{type(st).__name__} `{format_path(path)}` has the complex dtype {jnp.result_type(leaf)}; "
+                    "online learning supports real-valued inputs, parameters and hidden states only. Store the "
+                    "real and imaginary parts in separate real arrays, or use BPTT for complex models."
+                )
+
+
+def _check_hidden_states(model, graph: ETraceGraph) -> None:
+    """Every hidden state used by the step is floating point and keeps its shape and dtype."""
+    minfo = graph.module_info
+    for path, invar in minfo.hidden_path_to_invar.items():
+        dtype = invar.aval.dtype
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise _errors.NotSupportedError(
+                f"HiddenState `{format_path(path)}` has dtype {dtype}; hidden states carry eligibility traces and "
+                "gradients, so they must be floating point. Keep integer or boolean quantities (spike counts, "
+                "refractory flags, step counters) in a `brainstate.ShortTermState`, or store them as floats."
+            )
+        outvar = minfo.hidden_path_to_outvar[path]
+        before = (tuple(invar.aval.shape), invar.aval.dtype)
+        after = (tuple(outvar.aval.shape), outvar.aval.dtype)
+        if before != after:
+            raise _errors.CompilationError(
+                f"HiddenState `{format_path(path)}` enters the step as {before[1]}{list(before[0])} and leaves it as "
+                f"{after[1]}{list(after[0])}; a hidden state must keep its shape and dtype from step to step "
+                f"(eligibility traces are laid out per hidden position). Fix `{type(model).__name__}.update` so "
+                "that the new value has the old value's shape (slice, reshape or cast it), or initialise the "
+                "state with the shape the step produces."
+            )
 
 
 def _float0_like(x):

@@ -40,7 +40,11 @@ def zero_param_trace(relation, x, df, effective) -> dict:
 
 def roll_param_trace(relation, group, trace, x, df, effective, jacobian) -> dict:
     """One D-RTRL step of a relation's trace for one group: ``ε ← D ε + (∂h/∂y) ⊗ x``."""
-    increment = etp_rule_of(relation.primitive).trace_increment(x, df, effective, relation.eqn_params)
+    rule = etp_rule_of(relation.primitive)
+    increment = rule.trace_increment(x, df, effective, relation.eqn_params)
+    if rule.param_trace_roll is not None:  # an op with its own trace layout (sparse)
+        rolled = rule.param_trace_roll(trace, jacobian, **relation.eqn_params)
+        return {k: (rolled[k] + increment[k]).astype(t.dtype) for k, t in trace.items()}
     rank = len(group.varshape)
     return {k: (apply_jacobian(jacobian, t, rank) + increment[k]).astype(t.dtype) for k, t in trace.items()}
 
@@ -52,10 +56,12 @@ class ParamDimVjpAlgorithm(ETraceAlgorithm):
     ----------
     model : brainstate.nn.Module
         The model; ``model.update(*inputs)`` runs one step.
-    vmap : bool
-        Lanes along the leading axis over an unbatched graph (see :func:`braintrace.compile`).
     name : str, optional
         Module name.
+    vmap : bool
+        Lanes along the leading axis over an unbatched graph (see :func:`braintrace.compile`).
+    vjp_method, fast_solve, trace_dtype, chunked_trace, control_flow, config, random_feedback_key, snap_max_jacobian_elements
+        The published learner options, see :class:`~braintrace.ETraceAlgorithm`.
 
     References
     ----------

@@ -43,9 +43,14 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, reduction: st
                 return_value: bool = False, has_aux: bool = False):
     """Accumulate online gradients over sequences.
 
-    At every step ``t``, ``step_fn(*slices_t)`` must call the learner once and return a
-    scalar loss (or ``(loss, aux)`` with ``has_aux``). The online gradient of
-    ``mask_t * loss_t`` w.r.t. every ``ParamState`` of the model is accumulated.
+    At every step ``t``, ``step_fn(*slices_t)`` must call the learner exactly once and return
+    a scalar loss (or ``(loss, aux)`` with ``has_aux``); any other number of calls raises a
+    ``ValueError``. The online gradient of ``mask_t * loss_t`` w.r.t. every ``ParamState`` of
+    the model is accumulated; a ``ParamState`` the step never reads gets an exact zero.
+
+    The result is not differentiable: a second derivative (``jax.grad`` or ``jax.jacfwd``
+    over ``etrace_grad``) raises :class:`braintrace.NotSupportedError` instead of returning
+    zeros.
 
     Parameters
     ----------
@@ -89,13 +94,19 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, reduction: st
     mask = jnp.ones((length,), jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
     if mask.shape != (length,):
         raise ValueError(f"`mask` must have shape ({length},) matching the sequences; got {mask.shape}.")
-    weights = learner.param_states
+    all_weights = learner.param_states
+    # Only the ParamStates the compiled step reads get a gradient transformation; the others
+    # (unused by the step, see `explain()`'s state_mismatch) have an exactly zero gradient.
+    compiled_paths = set(learner._compiled.layout.param_paths)
+    weights = {path: st for path, st in all_weights.items() if path in compiled_paths}
 
     def body(acc, inputs):
         xs, m = inputs
 
         def masked_loss():
+            calls_before = learner._compiled.calls
             result = step_fn(*xs)
+            _check_called_once(learner, learner._compiled.calls - calls_before)
             loss, aux = result if has_aux else (result, None)
             loss = jnp.asarray(loss)
             if loss.ndim != 0:
@@ -111,6 +122,8 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, reduction: st
 
     zeros = {path: jax.tree.map(jnp.zeros_like, st.value) for path, st in weights.items()}
     grads, (losses, aux) = brainstate.transform.scan(body, zeros, (tuple(sequences), mask))
+    grads = {path: grads[path] if path in grads else jax.tree.map(jnp.zeros_like, st.value)
+             for path, st in all_weights.items()}
     if reduction == "mean":
         grads = jax.tree.map(lambda g: g / jnp.maximum(jnp.sum(mask), 1.0), grads)
     if return_value and has_aux:
@@ -120,6 +133,24 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, reduction: st
     if has_aux:
         return grads, aux
     return grads
+
+
+def _check_called_once(learner, calls: int) -> None:
+    if calls == 1:
+        return
+    what = type(learner).__name__
+    model = type(learner.model).__name__
+    if calls == 0:
+        found = ("never called this learner; calling the wrapped model (or another learner) directly "
+                 "bypasses the eligibility traces and gives at best a one-step gradient")
+    else:
+        found = (f"called this learner {calls} times; each call advances the traces by one step, so the "
+                 "gradient would mix several steps per time slice")
+    raise ValueError(
+        f"`step_fn` {found}. At every time step `step_fn` must call the learner (`{what}` wrapping `{model}`) "
+        f"exactly once, as `learner(x)`, and return a loss of its output, for example "
+        "`step_fn=lambda x: loss_fn(learner(x))`."
+    )
 
 
 def etrace_evolve(learner, *sequences, return_outputs: bool = False):

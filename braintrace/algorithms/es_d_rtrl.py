@@ -61,10 +61,13 @@ class IODimVjpAlgorithm(ETraceAlgorithm):
         The model; ``model.update(*inputs)`` runs one step.
     decay_or_rank : float or int
         The trace decay ``α`` in (0, 1), or an int rank ``n`` meaning ``α = (n-1)/(n+1)``.
-    vmap : bool
-        Lanes along the leading axis over an unbatched graph.
     name : str, optional
         Module name.
+    vmap : bool
+        Lanes along the leading axis over an unbatched graph.
+    **options
+        The published learner options (``vjp_method``, ``fast_solve``, ``control_flow``,
+        ``config``, ``random_feedback_key``), see :class:`~braintrace.ETraceAlgorithm`.
 
     References
     ----------
@@ -82,27 +85,35 @@ class IODimVjpAlgorithm(ETraceAlgorithm):
     0.9
     """
 
-    def __init__(self, model, decay_or_rank=0.9, *, vmap: bool = False, name: str | None = None):
-        super().__init__(model, vmap=vmap, name=name)
+    def __init__(self, model, decay_or_rank=0.9, name: str | None = None, *, vmap: bool = False, **options):
+        super().__init__(model, name, vmap=vmap, **options)
         self.decay = decay_from(decay_or_rank)
 
-    # The input traces are shared by relations that read the same var.
-    def _x_slots(self):
+    # The input traces are shared by relations that read the same var, except for ops with
+    # their own input representation (embedding's one-hot), which keep one slot each.
+    def _x_slots(self, graph=None):
         slots, by_relation = {}, []
-        for rel in self.graph.hidden_param_op_relations:
+        graph = self.graph if graph is None else graph
+        for r, rel in enumerate(graph.hidden_param_op_relations):
             if rel.x_var is None:
                 by_relation.append(None)
                 continue
-            if rel.x_var not in slots:
-                slots[rel.x_var] = f"x:{len(slots)}"
-            by_relation.append(slots[rel.x_var])
+            key = rel.x_var if etp_rule_of(rel.primitive).io_input is None else (rel.x_var, r)
+            if key not in slots:
+                slots[key] = f"x:{len(slots)}"
+            by_relation.append(slots[key])
         return by_relation
+
+    @staticmethod
+    def _x_repr(rel, x):
+        return etp_rule_of(rel.primitive).input_representation(x, rel.eqn_params)
 
     def init_traces(self, graph, q) -> dict:
         traces = {}
-        for r, (rel, slot) in enumerate(zip(graph.hidden_param_op_relations, self._x_slots(), strict=True)):
+        for r, (rel, slot) in enumerate(zip(graph.hidden_param_op_relations, self._x_slots(graph), strict=True)):
             if slot is not None and slot not in traces:
-                traces[slot] = jnp.zeros(q.x[r].shape, q.x[r].dtype)
+                x_repr = jax.eval_shape(lambda x, rel=rel: self._x_repr(rel, x), q.x[r])
+                traces[slot] = jnp.zeros(x_repr.shape, x_repr.dtype)
             for i, group in enumerate(rel.hidden_groups):
                 df = q.df[r][i]
                 if slot is None:
@@ -117,7 +128,7 @@ class IODimVjpAlgorithm(ETraceAlgorithm):
         slots = self._x_slots()
         for r, (rel, slot) in enumerate(zip(self.graph.hidden_param_op_relations, slots, strict=True)):
             if slot is not None and slot not in new:
-                new[slot] = (a * traces[slot] + q.x[r]).astype(traces[slot].dtype)
+                new[slot] = (a * traces[slot] + self._x_repr(rel, q.x[r])).astype(traces[slot].dtype)
             for i, group in enumerate(rel.hidden_groups):
                 key = trace_key(r, group.index)
                 jac = q.jacobians[group.index]

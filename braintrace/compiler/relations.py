@@ -375,7 +375,49 @@ def find_hidden_param_op_relations_from_minfo(minfo: ModuleInfo, hid_path_to_gro
         ))
     in_control_flow = report_control_flow(minfo)
     _check_plain_weight_use(minfo, eqns, skip=in_control_flow)
+    _report_cross_group_coupling(minfo, eqns, relations, hid_path_to_group)
     return relations
+
+
+def _report_cross_group_coupling(minfo: ModuleInfo, eqns, relations, hid_path_to_group) -> None:
+    """Warn where a traced weight's group feeds another group that carries memory.
+
+    A relation's trace follows its own groups' recurrence only. When such a group ``a``
+    reaches the new value of another group ``b`` (a stacked layer, a leaky readout) and
+    ``b``'s old value is read by the step (``b`` has memory), the weight's influence through
+    ``b`` at later steps is dropped, whether the coupling is element-wise or dense.
+    """
+    groups = list({id(g): g for g in hid_path_to_group.values()}.values())
+    if len(groups) < 2:
+        return
+    crosses = lambda e: e.primitive is not P.stop_gradient_p  # noqa: E731
+    all_outvars = set(v for v in minfo.closed_jaxpr.outvars if is_var(v))
+    reads_old = {}
+    for g in groups:
+        start = set(g.hidden_invars)
+        reads_old[g.index] = bool((forward_closure(g.hidden_invars, eqns, crosses=crosses) - start) & all_outvars)
+    reaches = {g.index: forward_closure(list(g.hidden_invars) + list(g.hidden_outvars), eqns, crosses=crosses)
+               for g in groups}
+    for rel in relations:
+        own = {g.index for g in rel.hidden_groups}
+        weight_paths = list(dict.fromkeys(rel.trainable_paths.values()))
+        for a in rel.hidden_groups:
+            for b in groups:
+                if b.index in own or not reads_old[b.index]:
+                    continue
+                if not set(b.hidden_outvars) & reaches[a.index]:
+                    continue
+                for wpath in weight_paths:
+                    emit(DiagnosticKind.CROSS_GROUP_COUPLING_DROPPED, DiagnosticLevel.WARNING,
+                         f"`{format_path(wpath)}` is traced through hidden group {a.index} "
+                         f"({', '.join('`' + format_path(p) + '`' for p in a.hidden_paths)}), which feeds hidden "
+                         f"group {b.index} ({', '.join('`' + format_path(p) + '`' for p in b.hidden_paths)}); "
+                         f"group {b.index} carries memory, so the weight's influence through it at later steps "
+                         "is dropped and its online gradient is approximate (its same-step part is exact). "
+                         "Accept the approximation, or make the weight feed the group whose memory matters.",
+                         primitive=str(rel.primitive), weight_path=wpath,
+                         hidden_paths=tuple(a.hidden_paths) + tuple(b.hidden_paths),
+                         context={"group": a.index, "downstream_group": b.index})
 
 
 def _build_tail(eqns, op_index, y_var, group: HiddenGroup, depends_on_y, prim_name, weight_paths) -> Jaxpr:

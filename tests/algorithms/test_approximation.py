@@ -36,7 +36,7 @@ def contractive_elman():
     With gain-1 weights even D-RTRL's cosine with BPTT spreads over 0.66-0.90 across seeds
     (dense recurrence is exactly what the diagonal approximation drops).
     """
-    cell = bnn.ValinaRNNCell(3, 8, w_init=brainstate.nn.init.XavierNormal(scale=0.5))
+    cell = bnn.ValinaRNNCell(3, 8, w_init=brainstate.nn.init.XavierNormal(scale=0.5), activation="tanh")
     return models.CellWithReadout(cell, 8, 2)
 
 

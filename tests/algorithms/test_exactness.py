@@ -136,19 +136,20 @@ def test_single_step_gradient_includes_same_step_readout():
 
 
 class UnitLIF(brainstate.nn.Module):
-    """A LIF layer with brainunit units (mV, ms) in its hidden state."""
+    """A brainpy.state LIF layer with units (mV, ms, mA) in its state; its step runs at dt = 1 ms."""
 
     def __init__(self):
         super().__init__()
         import brainunit as u
 
-        self.unit = u.mV
+        self.u = u
         self.inp = braintrace.nn.Linear(3, 5, w_init=brainstate.nn.init.KaimingNormal(scale=4.0))
-        self.neu = braintrace.nn.LIF(5, tau=5.0 * u.ms, V_th=1.0 * u.mV, dt=1.0 * u.ms)
+        self.neu = braintrace.nn.LIF(5, tau=5.0 * u.ms, V_th=1.0 * u.mV)
         self.out = braintrace.nn.Linear(5, 2)
 
     def update(self, x):
-        return self.out(self.neu(3.0 * self.inp(x) * self.unit))
+        with brainstate.environ.context(dt=1.0 * self.u.ms):
+            return self.out(self.neu(3.0 * self.inp(x) * self.u.mA))
 
 
 class TwoInputsDictOutput(brainstate.nn.Module):

@@ -1,0 +1,91 @@
+# Copyright 2026 The braintrace authors. Licensed under the Apache License, Version 2.0.
+"""The constructor options every learner accepts, checked in one place.
+
+Research code written for braintrace 0.2.8 passes options such as ``vjp_method``,
+``fast_solve`` or ``trace_dtype`` to every learner. :class:`LearnerOptions` accepts the same
+names and defaults. An option whose behaviour this version does not provide yet raises
+:class:`~braintrace.NotSupportedError` at construction, naming the option and the value, so
+that a script never runs with a silently different algorithm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Any
+
+from .. import _errors
+
+__all__ = ["LearnerOptions", "VJP_METHODS"]
+
+VJP_METHODS = ("single-step", "multi-step")
+DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS = 16_777_216
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnerOptions:
+    """Validated learner options (the published names and defaults).
+
+    Parameters
+    ----------
+    vjp_method : {'single-step', 'multi-step'}
+        How the learning signal is obtained. ``'single-step'`` (the default) takes the VJP of
+        each step's loss; ``'multi-step'`` windows are not implemented in this version and
+        raise :class:`~braintrace.NotSupportedError`.
+    fast_solve : bool
+        Accepted for compatibility: the trace contraction is always the closed-form one.
+    trace_dtype : None
+        Trace storage dtype; only ``None`` (the parameters' dtype) is supported.
+    chunked_trace : bool
+        Accepted for compatibility; it only matters for multi-step windows.
+    control_flow : None
+        A control-flow policy; only ``None`` (the compiler's default handling) is supported.
+    config : None
+        An ``ETraceConfig``; only ``None`` (the learner's own rule) is supported.
+    random_feedback_key : optional
+        Key of a random-feedback learning signal; kept for rules that use it.
+    snap_max_jacobian_elements : int
+        Size limit of SnAp Jacobians; a positive int, kept for rules that use it.
+
+    Examples
+    --------
+    >>> from braintrace.algorithms.options import LearnerOptions
+    >>> LearnerOptions().vjp_method
+    'single-step'
+    >>> LearnerOptions(vjp_method='multi-step')
+    Traceback (most recent call last):
+    ...
+    braintrace._errors.NotSupportedError: vjp_method='multi-step' ...
+    """
+
+    vjp_method: str = "single-step"
+    fast_solve: bool = True
+    trace_dtype: Any = None
+    chunked_trace: bool = True
+    control_flow: Any = None
+    config: Any = None
+    random_feedback_key: Any = None
+    snap_max_jacobian_elements: int = DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS
+
+    def __post_init__(self):
+        if self.vjp_method not in VJP_METHODS:
+            raise ValueError(f"`vjp_method` must be one of {list(VJP_METHODS)}; got {self.vjp_method!r}.")
+        if self.vjp_method == "multi-step":
+            raise _errors.NotSupportedError(
+                "vjp_method='multi-step' (windowed reverse mode inside each chunk) is not implemented in "
+                "this version; use vjp_method='single-step' (the learning signal of each step's own loss)."
+            )
+        for name in ("fast_solve", "chunked_trace"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"`{name}` must be a bool; got {getattr(self, name)!r}.")
+        for name, what in (("trace_dtype", "trace storage in another dtype"),
+                           ("control_flow", "a ControlFlowPolicy"),
+                           ("config", "an ETraceConfig")):
+            if getattr(self, name) is not None:
+                raise _errors.NotSupportedError(
+                    f"`{name}={getattr(self, name)!r}`: {what} is not supported in this version; leave "
+                    f"`{name}` at None."
+                )
+        value = self.snap_max_jacobian_elements
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+            raise ValueError(f"`snap_max_jacobian_elements` must be a positive int; got {value!r}.")
