@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from ..ops import _units, matmul
-from ..ops.primitive import register_primitive
+from ..ops.primitive import define_primitive
 from .linear import (
     Initializer,
     MaskedWeight,
@@ -162,7 +162,7 @@ def _ws_trace_contract(trace, signal, effective, *, has_gain, has_bias, eps, mas
     return out
 
 
-etp_ws_matmul_p = register_primitive(
+etp_ws_matmul_p = define_primitive(
     "etp_ws_matmul",
     _ws_apply,
     trainable_inputs=_ws_trainable_inputs,

@@ -13,10 +13,11 @@ from .primitive import (
     ETPRule,
     etp_rule_of,
     is_etp_primitive,
-    register_primitive,
+    define_primitive,
     registered_primitives,
 )
 from .sparse_matmul import SparseStructure, etp_sparse_matmul_p, sparse_matmul
+from .user_primitive import register_primitive
 
 __all__ = [
     "ETPPrimitive",
@@ -39,6 +40,7 @@ __all__ = [
     "grouped_matmul",
     "lora_matmul",
     "matmul",
+    "define_primitive",
     "register_primitive",
     "registered_primitives",
     "sparse_matmul",

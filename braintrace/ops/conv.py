@@ -23,7 +23,7 @@ from jax import lax
 
 from .. import _errors
 from . import _units
-from .primitive import register_primitive
+from .primitive import define_primitive
 
 __all__ = ["conv", "etp_conv_p", "channel_last_dimension_numbers"]
 
@@ -151,7 +151,7 @@ def _trace_contract(trace, signal, effective, *, dimension_numbers, unbatched, n
     return out
 
 
-etp_conv_p = register_primitive(
+etp_conv_p = define_primitive(
     "etp_conv",
     _apply,
     trainable_inputs=_trainable_inputs,

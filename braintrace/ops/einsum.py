@@ -16,7 +16,7 @@ from collections.abc import Callable
 import jax.numpy as jnp
 
 from . import _units
-from .primitive import register_primitive
+from .primitive import define_primitive
 
 __all__ = ["einsum", "etp_einsum_p", "parse_equation"]
 
@@ -82,7 +82,7 @@ def _batch_params(params):
     return dict(params, equation=f"{new}{x_spec},{w_spec}->{new}{y_spec}")
 
 
-etp_einsum_p = register_primitive(
+etp_einsum_p = define_primitive(
     "etp_einsum",
     _apply,
     trainable_inputs={"weight": 1},

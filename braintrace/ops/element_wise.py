@@ -14,7 +14,7 @@ from collections.abc import Callable
 import jax.numpy as jnp
 
 from . import _units
-from .primitive import register_primitive
+from .primitive import define_primitive
 
 __all__ = ["element_wise", "etp_element_wise_p", "sum_to_shape"]
 
@@ -57,7 +57,7 @@ def _trace_contract(trace, signal, effective, *, weight_fn):
     return {"weight": sum_to_shape(grad, jnp.shape(effective["weight"]))}
 
 
-etp_element_wise_p = register_primitive(
+etp_element_wise_p = define_primitive(
     "etp_element_wise",
     _apply,
     trainable_inputs={"weight": 0},

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _units
-from .primitive import register_primitive
+from .primitive import define_primitive
 
 __all__ = ["embedding", "etp_embedding_p"]
 
@@ -61,7 +61,7 @@ def _trace_contract(trace, signal, effective, *, num_embeddings, dtype, weight_f
     return {"weight": jnp.einsum("...dvs,...ds->vd", trace["weight"], signal)}
 
 
-etp_embedding_p = register_primitive(
+etp_embedding_p = define_primitive(
     "etp_embedding",
     _apply,
     trainable_inputs={"weight": 1},

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import jax.numpy as jnp
 
 from . import _units
-from .primitive import register_primitive
+from .primitive import define_primitive
 
 __all__ = ["lora_matmul", "etp_lora_matmul_p"]
 
@@ -63,7 +63,7 @@ def _trace_contract(trace, signal, effective, *, alpha, has_bias, b_fn, a_fn, bi
     return out
 
 
-etp_lora_matmul_p = register_primitive(
+etp_lora_matmul_p = define_primitive(
     "etp_lora_matmul",
     _apply,
     trainable_inputs=_trainable_inputs,

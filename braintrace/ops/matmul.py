@@ -13,7 +13,7 @@ from collections.abc import Callable
 import jax.numpy as jnp
 
 from . import _units
-from .primitive import register_primitive
+from .primitive import define_primitive
 
 __all__ = ["matmul", "etp_matmul_p"]
 
@@ -50,7 +50,7 @@ def _trace_contract(trace, signal, effective, *, has_bias, weight_fn, bias_fn):
     return out
 
 
-etp_matmul_p = register_primitive(
+etp_matmul_p = define_primitive(
     "etp_matmul",
     _apply,
     trainable_inputs=_trainable_inputs,

@@ -41,7 +41,7 @@ from .._jax_compat import (
 __all__ = [
     "ETPRule",
     "ETPPrimitive",
-    "register_primitive",
+    "define_primitive",
     "is_etp_primitive",
     "etp_rule_of",
     "registered_primitives",
@@ -83,6 +83,11 @@ class ETPRule:
         ``(x, **params) -> x_repr``: the representation of ``x`` that the ES-D-RTRL input
         trace filters and that ``apply`` accepts in place of ``x`` (embedding: the one-hot of
         the integer indices in the table dtype). ``None`` (default) means ``x`` itself.
+    check_batching : bool
+        When true, the ``vmap`` rule first checks abstractly that binding with an extra
+        leading axis on ``x`` gives ``vmap(apply)``'s output shape, and otherwise falls back to
+        plain JAX ops with a ``UserWarning`` (used for user ops whose impl may not accept
+        extra leading axes).
     gradient_enabled : bool
         True for identity-like markers (``element_wise``) whose output is the parameter
         itself; their output may lie on a hidden-to-hidden path.
@@ -103,6 +108,7 @@ class ETPRule:
     batch_params: Callable[[dict], dict] | None = None
     param_trace_roll: Callable[..., dict[str, jax.Array]] | None = None
     io_input: Callable[..., jax.Array] | None = None
+    check_batching: bool = False
 
     # -- derived helpers used by the algorithms -------------------------------------------
     def effective_params(self, raw: Mapping[str, jax.Array], params: Mapping[str, Any]) -> dict:
@@ -197,6 +203,55 @@ class ETPPrimitive(Primitive):
         """Evaluate the op from its equation inputs (raw parameters)."""
         return _impl(self, *invars, **params)
 
+    # The published rule registry. braintrace derives exact trace rules from the op's own
+    # Jacobian (and built-in ops carry closed forms), so rules written for that registry
+    # are kept for reference but not used; say so once instead of ignoring them silently.
+    def register_etp_rules(self, dt_to_t=None, xy_to_dw=None, init_drtrl=None, init_pp=None, fast_path=None,
+                           pp_x_repr=None, snap_anchor=None, snap_adjacency=None):
+        """Accept rules in the published registry format (not used; see the warning).
+
+        Examples
+        --------
+        >>> import warnings, jax.numpy as jnp, braintrace
+        >>> p = braintrace.register_primitive('doc_rules_mm', lambda x, w: x @ w)
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter('always')
+        ...     _ = p.register_dt_to_t(lambda hidden_dim, trace: trace)
+        >>> 'exact trace rules' in str(caught[0].message)
+        True
+        """
+        given = {k: v for k, v in dict(dt_to_t=dt_to_t, xy_to_dw=xy_to_dw, init_drtrl=init_drtrl, init_pp=init_pp,
+                                       fast_path=fast_path, pp_x_repr=pp_x_repr, snap_anchor=snap_anchor,
+                                       snap_adjacency=snap_adjacency).items() if v is not None}
+        if given:
+            if not hasattr(self, "published_rules"):
+                self.published_rules = {}
+            self.published_rules.update(given)
+            warnings.warn(
+                f"`{self.name}`: braintrace derives exact trace rules from the op's Jacobian; the rules "
+                f"{sorted(given)} in the published registry format are recorded in `published_rules` but "
+                "not used. To give the op closed-form rules, use `braintrace.ops.define_primitive`.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return self
+
+    def register_dt_to_t(self, fn):
+        """Published registry entry (not used; see :meth:`register_etp_rules`)."""
+        return self.register_etp_rules(dt_to_t=fn)
+
+    def register_xy_to_dw(self, fn):
+        """Published registry entry (not used; see :meth:`register_etp_rules`)."""
+        return self.register_etp_rules(xy_to_dw=fn)
+
+    def register_init_drtrl(self, fn):
+        """Published registry entry (not used; see :meth:`register_etp_rules`)."""
+        return self.register_etp_rules(init_drtrl=fn)
+
+    def register_init_pp(self, fn):
+        """Published registry entry (not used; see :meth:`register_etp_rules`)."""
+        return self.register_etp_rules(init_pp=fn)
+
 
 _REGISTRY: dict[Primitive, ETPRule] = {}
 
@@ -271,7 +326,16 @@ def _batch_rule(primitive, batched_args, batch_dims, **params):
         bd = batch_dims[rule.x_index]
         args[rule.x_index] = jnp.moveaxis(args[rule.x_index], bd, 0)
         new_params = rule.batch_params(params)
-        return primitive.bind(*args, **new_params), 0
+        if not rule.check_batching or _promotion_is_exact(primitive, args, batched_args, batch_dims, params,
+                                                          new_params):
+            return primitive.bind(*args, **new_params), 0
+        warnings.warn(
+            f"`{primitive.name}` does not accept an extra leading axis on its data input, so under "
+            "`jax.vmap` it is evaluated as plain JAX ops and is no longer visible to the "
+            "eligibility-trace compiler; write its impl for any number of leading axes of x.",
+            UserWarning,
+            stacklevel=2,
+        )
     if params_batched:
         warnings.warn(
             f"`{primitive.name}` is vmapped over its parameters; it is evaluated as plain JAX "
@@ -288,7 +352,26 @@ def _same_params(params):
     return params
 
 
-def register_primitive(
+def _promotion_is_exact(primitive, promoted_args, batched_args, batch_dims, params, new_params) -> bool:
+    """Whether binding with a leading axis on ``x`` gives ``vmap(impl)``'s output shape.
+
+    Checked abstractly at trace time, for user ops whose impl may not accept extra leading
+    axes (a silent shape-compatible misuse would otherwise go unnoticed).
+    """
+    def shaped(a):
+        return jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a))
+
+    in_axes = tuple(None if is_not_mapped(d) else d for d in batch_dims)
+    try:
+        promoted = jax.eval_shape(partial(_impl, primitive, **new_params), *map(shaped, promoted_args))
+    except Exception:  # noqa: BLE001 - any failure means the impl cannot take the axis
+        return False
+    expected = jax.eval_shape(jax.vmap(partial(_impl, primitive, **params), in_axes=in_axes),
+                              *map(shaped, batched_args))
+    return promoted.shape == expected.shape and promoted.dtype == expected.dtype
+
+
+def define_primitive(
     name: str,
     apply: ApplyFn,
     *,
@@ -301,8 +384,13 @@ def register_primitive(
     batch_params: Callable[[dict], dict] | None = None,
     param_trace_roll: Callable[..., dict] | None = None,
     io_input: Callable[..., jax.Array] | None = None,
+    check_batching: bool = False,
 ) -> ETPPrimitive:
-    """Create and register an ETP primitive.
+    """Create and register an ETP primitive from its rule record (braintrace's own form).
+
+    :func:`braintrace.register_primitive` is the published entry point (an ``impl`` over
+    the equation inputs); this function takes the op in the form every built-in op uses,
+    ``apply(x, effective)``, plus optional closed-form trace rules.
 
     The returned primitive has abstract evaluation, lowering, JVP (so ``jax.grad`` works),
     and a batching rule (``jax.vmap`` keeps it an ETP equation when only ``x`` is mapped
@@ -319,7 +407,7 @@ def register_primitive(
         params returning it. Default ``{'weight': 1}``.
     x_index : int or None
         Index of the data input, ``None`` when the op has none.
-    effective, param_trace_increment, param_trace_contract, param_trace_roll, io_input, gradient_enabled
+    effective, param_trace_increment, param_trace_contract, param_trace_roll, io_input, gradient_enabled, check_batching
         See :class:`ETPRule`. Ops without trace rules get exact Jacobian-based defaults.
     batch_params : callable, optional
         Maps the static params to those of the op with one extra leading axis on ``x``.
@@ -333,7 +421,7 @@ def register_primitive(
     --------
     >>> import jax.numpy as jnp
     >>> import braintrace
-    >>> scale_p = braintrace.register_primitive(
+    >>> scale_p = braintrace.ops.define_primitive(
     ...     'doc_scale', lambda x, eff: x * eff['weight'])
     >>> float(scale_p.bind(jnp.array(2.0), jnp.array(3.0)))
     6.0
@@ -359,6 +447,7 @@ def register_primitive(
         batch_params=batch_params if batch_params is not None else _same_params,
         param_trace_roll=param_trace_roll,
         io_input=io_input,
+        check_batching=check_batching,
     )
     primitive = ETPPrimitive(name, rule)
     primitive.def_impl(partial(_impl, primitive))

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _units
-from .primitive import register_primitive
+from .primitive import define_primitive
 
 __all__ = ["sparse_matmul", "etp_sparse_matmul_p", "SparseStructure"]
 
@@ -182,7 +182,7 @@ def _trace_roll(trace, jacobian, *, structure, has_bias, weight_fn, bias_fn):
     return out
 
 
-etp_sparse_matmul_p = register_primitive(
+etp_sparse_matmul_p = define_primitive(
     "etp_sparse_matmul",
     _apply,
     trainable_inputs=_trainable_inputs,
