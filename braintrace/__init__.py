@@ -24,6 +24,7 @@ from .algorithms import (
 from .compiler import (
     CompilationRecord,
     CompilationReport,
+    ControlFlowPolicy,
     DiagnosticKind,
     DiagnosticLevel,
     ETraceGraph,
@@ -58,6 +59,7 @@ __all__ = [
     "CompilationError",
     "CompilationRecord",
     "CompilationReport",
+    "ControlFlowPolicy",
     "D_RTRL",
     "ES_D_RTRL",
     "ETraceAlgorithm",

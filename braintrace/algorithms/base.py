@@ -175,13 +175,13 @@ class ETraceAlgorithm(brainstate.nn.Module):
                 lane_values[id(st)] = st.value
                 st.value = jax.tree.map(lambda a: a[0], st.value)
             try:
-                graph = compile_etrace_graph(self.model, *lane_args)
+                graph = compile_etrace_graph(self.model, *lane_args, control_flow=self.options.control_flow)
             finally:
                 for st in self._lane_states():
                     st.value = lane_values[id(st)]
         else:
             lane_args = example_args
-            graph = compile_etrace_graph(self.model, *example_args)
+            graph = compile_etrace_graph(self.model, *example_args, control_flow=self.options.control_flow)
         _check_hidden_states(self.model, graph)
         if not graph.hidden_param_op_relations:
             raise _errors.CompilationError(

@@ -38,8 +38,9 @@ class LearnerOptions:
         Trace storage dtype; only ``None`` (the parameters' dtype) is supported.
     chunked_trace : bool
         Accepted for compatibility; it only matters for multi-step windows.
-    control_flow : None
-        A control-flow policy; only ``None`` (the compiler's default handling) is supported.
+    control_flow : ControlFlowPolicy or None
+        How control flow in the step is canonicalised (``None``: the default policy); passed
+        to :func:`~braintrace.compile_etrace_graph`.
     config : None
         An ``ETraceConfig``; only ``None`` (the learner's own rule) is supported.
     random_feedback_key : optional
@@ -78,8 +79,13 @@ class LearnerOptions:
         for name in ("fast_solve", "chunked_trace"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"`{name}` must be a bool; got {getattr(self, name)!r}.")
+        from ..compiler.control_flow_policy import ControlFlowPolicy
+
+        if self.control_flow is not None and not isinstance(self.control_flow, ControlFlowPolicy):
+            raise _errors.NotSupportedError(
+                f"`control_flow={self.control_flow!r}`: expected None or a braintrace.ControlFlowPolicy."
+            )
         for name, what in (("trace_dtype", "trace storage in another dtype"),
-                           ("control_flow", "a ControlFlowPolicy"),
                            ("config", "an ETraceConfig")):
             if getattr(self, name) is not None:
                 raise _errors.NotSupportedError(

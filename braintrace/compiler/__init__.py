@@ -14,6 +14,7 @@ from .diagnostics import (
     DiagnosticLevel,
     diagnostic_context,
 )
+from .control_flow_policy import ControlFlowPolicy
 from .graph import ETraceGraph, compile_etrace_graph
 from .hidden_groups import HiddenGroup, find_hidden_groups_from_minfo
 from .module_info import ModuleInfo, extract_module_info
@@ -28,6 +29,7 @@ from .report import CompilationReport
 __all__ = [
     "CompilationRecord",
     "CompilationReport",
+    "ControlFlowPolicy",
     "DiagnosticKind",
     "DiagnosticLevel",
     "ETraceGraph",

@@ -20,7 +20,7 @@ from ..ops.primitive import is_etp_primitive
 from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
 from .jaxpr_tools import inline_calls, is_var, make_eqn, rename_body
 
-__all__ = ["if_convert_conds"]
+__all__ = ["contains_etp", "convert_cond", "if_convert_conds"]
 
 
 def _contains_etp(jaxpr) -> bool:
@@ -34,6 +34,36 @@ def _contains_etp(jaxpr) -> bool:
     return False
 
 
+def contains_etp(jaxpr) -> bool:
+    """Whether ``jaxpr`` (or any body nested in it) contains an ETP primitive."""
+    return _contains_etp(jaxpr)
+
+
+def convert_cond(eqn, lifted: list):
+    """The if-converted equations replacing one ETP-carrying, effect-free ``cond``, or None.
+
+    The branch bodies are inlined with fresh variables (constants appended to ``lifted``)
+    and one ``select_n`` per output writes the original output var.
+    """
+    branches = eqn.params.get("branches") if eqn.primitive is P.cond_p else None
+    if branches is None or eqn.effects or not any(_contains_etp(jaxpr_of_param(b)[0]) for b in branches):
+        return None
+    index, operands = eqn.invars[0], eqn.invars[1:]
+    new_eqns, results = [], []
+    for branch in branches:
+        branch_eqns, outputs = rename_body(*jaxpr_of_param(branch), operands, lifted)
+        new_eqns.extend(branch_eqns)
+        results.append(outputs)
+    for k, out in enumerate(eqn.outvars):
+        target = out if is_var(out) and type(out).__name__ != "DropVar" else new_var(out.aval)
+        new_eqns.append(make_eqn([index, *[r[k] for r in results]], [target], P.select_n_p))
+    emit(DiagnosticKind.COND_IF_CONVERTED, DiagnosticLevel.INFO,
+         f"A `cond` with {len(branches)} branches contains ETP ops; it was replaced by all branches "
+         "and a select, so those ops are trained online (both branches now run every step).",
+         primitive="cond", context={"branches": len(branches), "outputs": len(eqn.outvars)})
+    return new_eqns
+
+
 def if_convert_conds(eqns, outvars):
     """Rewrite every ETP-carrying, effect-free ``cond`` until none is left.
 
@@ -45,24 +75,12 @@ def if_convert_conds(eqns, outvars):
         changed = False
         new_eqns = []
         for eqn in eqns:
-            branches = eqn.params.get("branches") if eqn.primitive is P.cond_p else None
-            if branches is None or eqn.effects or not any(_contains_etp(jaxpr_of_param(b)[0]) for b in branches):
+            converted = convert_cond(eqn, lifted)
+            if converted is None:
                 new_eqns.append(eqn)
-                continue
-            index, operands = eqn.invars[0], eqn.invars[1:]
-            results = []
-            for branch in branches:
-                branch_eqns, outputs = rename_body(*jaxpr_of_param(branch), operands, lifted)
-                new_eqns.extend(branch_eqns)
-                results.append(outputs)
-            for k, out in enumerate(eqn.outvars):
-                target = out if is_var(out) and type(out).__name__ != "DropVar" else new_var(out.aval)
-                new_eqns.append(make_eqn([index, *[r[k] for r in results]], [target], P.select_n_p))
-            emit(DiagnosticKind.COND_IF_CONVERTED, DiagnosticLevel.INFO,
-                 f"A `cond` with {len(branches)} branches contains ETP ops; it was replaced by all branches "
-                 "and a select, so those ops are trained online (both branches now run every step).",
-                 primitive="cond", context={"branches": len(branches), "outputs": len(eqn.outvars)})
-            changed = True
+            else:
+                new_eqns.extend(converted)
+                changed = True
         eqns = new_eqns
         if not changed:
             break

@@ -64,6 +64,10 @@ class DiagnosticKind(str, enum.Enum):
     WEIGHT_IN_CONTROL_FLOW = "weight_in_control_flow"
     COND_IF_CONVERTED = "cond_if_converted"
     PRIMITIVE_INSIDE_CONTROL_FLOW = "primitive_inside_control_flow"
+    SCAN_UNROLLED = "scan_unrolled"
+    SCAN_UNROLL_SKIPPED = "scan_unroll_skipped"
+    CONTROL_FLOW_OPAQUE_FWD = "control_flow_opaque_fwd"
+    WEIGHT_IN_WHILE = "weight_in_while"
     STATE_MISMATCH = "state_mismatch"
 
 

@@ -181,7 +181,7 @@ def _guard_recursion():
 
 
 def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
-                         include_hidden_perturb: bool = True) -> ETraceGraph:
+                         include_hidden_perturb: bool = True, control_flow=None) -> ETraceGraph:
     """Compile one step of ``model`` into an :class:`ETraceGraph`.
 
     Traces ``model.update(*model_args)``, finds the hidden groups and the op-to-hidden
@@ -197,6 +197,9 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
         Example inputs of one step (their shapes fix the compiled graph).
     include_hidden_perturb : bool
         Also build the perturbed step used for learning signals (default True).
+    control_flow : ControlFlowPolicy, optional
+        How control flow in the step is canonicalised (short scans unrolled, conds
+        if-converted, while loops checked); the default policy when None.
 
     Returns
     -------
@@ -207,7 +210,7 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
     CompilationError
         If the model has no hidden state.
     NotSupportedError
-        If the step writes a ParamState.
+        If the step writes a ParamState, or uses a weight inside a ``while_loop``.
     NotImplementedError
         If called recursively.
 
@@ -224,7 +227,7 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
     """
     # extract_module_info restores every state it traced; the later passes only read jaxprs.
     with _guard_recursion(), diagnostic_context() as collector:
-        minfo = extract_module_info(model, *model_args)
+        minfo = extract_module_info(model, *model_args, control_flow=control_flow)
         if not minfo.hidden_path_to_invar:
             raise _errors.CompilationError(
                 f"`{type(model).__name__}` has no HiddenState used by its update step, so there is "

@@ -20,7 +20,8 @@ import jax
 from .. import _errors
 from .._jax_compat import Jaxpr, Literal, Var, build_jaxpr, new_var
 from .._jax_compat import lax_primitives as P
-from .control_flow_rewrite import if_convert_conds
+from .canonicalize import canonicalize_control_flow
+from .control_flow_policy import ControlFlowPolicy
 from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
 from .jaxpr_tools import evaluate_equations, inline_calls, is_var, make_eqn
 
@@ -68,6 +69,8 @@ class ModuleInfo(NamedTuple):
         Tree structure of each compiled state's value.
     hidden_varshapes : dict
         Hidden path to ``(varshape, num_state)``.
+    control_flow : ControlFlowPolicy
+        The control-flow policy the step was canonicalised with.
     """
 
     stateful_model: Any
@@ -90,6 +93,7 @@ class ModuleInfo(NamedTuple):
     out_treedef: Any
     state_treedefs: tuple
     hidden_varshapes: dict
+    control_flow: Any = None
 
     # ---------------------------------------------------------------------------------
     @property
@@ -195,7 +199,7 @@ def _path_str(path) -> str:
     return ".".join(map(str, path))
 
 
-def extract_module_info(model: brainstate.nn.Module, *args) -> ModuleInfo:
+def extract_module_info(model: brainstate.nn.Module, *args, control_flow: ControlFlowPolicy | None = None) -> ModuleInfo:
     """Trace one step of ``model`` and tabulate its states.
 
     Parameters
@@ -204,6 +208,9 @@ def extract_module_info(model: brainstate.nn.Module, *args) -> ModuleInfo:
         A module whose ``update(*args)`` runs one time step. Its states must be initialised.
     *args
         Example inputs of one step.
+    control_flow : ControlFlowPolicy, optional
+        How ``cond``/``scan``/``while_loop`` in the step are canonicalised (default policy
+        when None): see :mod:`braintrace.compiler.canonicalize`.
 
     Returns
     -------
@@ -214,7 +221,7 @@ def extract_module_info(model: brainstate.nn.Module, *args) -> ModuleInfo:
     TypeError
         If ``model`` is not a brainstate module.
     NotSupportedError
-        If the step writes a ``ParamState``.
+        If the step writes a ``ParamState``, or uses a weight inside a ``while_loop``.
 
     Examples
     --------
@@ -226,6 +233,7 @@ def extract_module_info(model: brainstate.nn.Module, *args) -> ModuleInfo:
     >>> list(info.hidden_path_to_invar)
     [('h',)]
     """
+    policy = ControlFlowPolicy.resolve(control_flow)
     if not isinstance(model, brainstate.nn.Module):
         raise TypeError(
             f"compile_etrace_graph expects a `brainstate.nn.Module`; got {type(model).__name__}."
@@ -270,8 +278,9 @@ def extract_module_info(model: brainstate.nn.Module, *args) -> ModuleInfo:
                  hidden_paths=(path,) if isinstance(st, brainstate.HiddenState) else ())
 
     eqns, outvars, lifted, _ = inline_calls(traced.eqns, traced.outvars)
-    eqns, outvars, lifted_in_conds = if_convert_conds(eqns, outvars)
-    lifted = lifted + lifted_in_conds
+    eqns, outvars, lifted_in_flow = canonicalize_control_flow(
+        eqns, outvars, policy, **_state_vars_for_canonicalization(states, state_id_to_path, traced, outvars))
+    lifted = lifted + lifted_in_flow
     # Normalise literal outputs into vars so that every output has an identity.
     for i, atom in enumerate(outvars):
         if isinstance(atom, Literal):
@@ -346,4 +355,23 @@ def extract_module_info(model: brainstate.nn.Module, *args) -> ModuleInfo:
         out_treedef=out_treedef,
         state_treedefs=state_treedefs,
         hidden_varshapes=hidden_varshapes,
+        control_flow=policy,
     )
+
+
+def _state_vars_for_canonicalization(states, state_id_to_path, traced, outvars) -> dict:
+    """Weight leaf invars by path, and the hidden input/output vars, of the traced step."""
+    n_leaves = [jax.tree.structure(st.value).num_leaves for st in states]
+    i_in = len(traced.invars) - sum(n_leaves)
+    i_out = len(outvars) - sum(n_leaves)
+    weight_leaves, hidden_in, hidden_out = {}, [], []
+    for st, n in zip(states, n_leaves, strict=True):
+        ins, outs = traced.invars[i_in:i_in + n], outvars[i_out:i_out + n]
+        if isinstance(st, brainstate.ParamState):
+            weight_leaves[state_id_to_path[id(st)]] = list(ins)
+        elif isinstance(st, brainstate.HiddenState):
+            hidden_in.extend(ins)
+            hidden_out.extend(outs)
+        i_in += n
+        i_out += n
+    return {"weight_leaves": weight_leaves, "hidden_invars": hidden_in, "hidden_outvars": hidden_out}

@@ -137,7 +137,7 @@ def test_plain_jax_weight_on_hidden_path_warns():
 
 
 class MatmulInScan(brainstate.nn.Module):
-    """An ETP op inside lax.scan: invisible to the compiler, and reported as such."""
+    """An ETP op inside a scan too long to unroll: invisible to the compiler, and reported as such."""
 
     def __init__(self):
         super().__init__()
@@ -150,7 +150,7 @@ class MatmulInScan(brainstate.nn.Module):
         def body(carry, _):
             return jnp.tanh(braintrace.matmul(carry, self.w.value)), None
 
-        self.cell.h.value, _ = jax.lax.scan(body, h, None, length=2)
+        self.cell.h.value, _ = jax.lax.scan(body, h, None, length=20)  # > scan_unroll_limit=16
         return self.cell.h.value
 
 
