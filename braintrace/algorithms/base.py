@@ -30,7 +30,7 @@ from .. import _errors
 from ..compiler.diagnostics import format_path
 from ..compiler.graph import ETraceGraph, compile_etrace_graph
 from ..ops.primitive import etp_rule_of
-from . import executor
+from . import executor, windows
 from .options import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS, LearnerOptions
 
 __all__ = ["ETraceAlgorithm", "EligibilityTrace"]
@@ -166,7 +166,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
             the step.
         """
         _check_not_traced(self.model, example_args, example_kwargs, "compile_graph")
-        example_args = self._bind_inputs(example_args, example_kwargs)
+        example_args = windows.first_step_inputs(self._bind_inputs(example_args, example_kwargs))
         _check_no_complex(self.model, example_args)
         if self.vmap:
             lane_args = jax.tree.map(lambda a: a[0], example_args)
@@ -327,6 +327,9 @@ class ETraceAlgorithm(brainstate.nn.Module):
         minfo = self._compiled.graph.module_info
         layout = self._compiled.layout
         args = self._bind_inputs(args, kwargs)
+        if windows.routes_to_window(self, args):  # MultiStepData / vjp_method='multi-step'
+            return windows.window_update(self, args)
+        args = windows.strip_wrappers(args)
         arg_leaves = self._checked_arg_leaves(args)
         states = self._current_states()
         leaves = [jax.tree.leaves(st.value) for st in states]
@@ -458,19 +461,20 @@ class ETraceAlgorithm(brainstate.nn.Module):
         return CompilationReport(self.graph)
 
     # ------------------------------------------------------------------ drivers
-    def etrace_grad(self, *sequences, step_fn: Callable, mask=None, reduction: str = "mean",
+    def etrace_grad(self, *sequences, step_fn: Callable, mask=None, chunk_size=None, reduction: str = "mean",
                     return_value: bool = False, has_aux: bool = False):
         """Online gradients over whole sequences (see :func:`braintrace.etrace_grad`)."""
         from .drivers import etrace_grad
 
-        return etrace_grad(self, *sequences, step_fn=step_fn, mask=mask, reduction=reduction,
-                           return_value=return_value, has_aux=has_aux)
+        return etrace_grad(self, *sequences, step_fn=step_fn, mask=mask, chunk_size=chunk_size,
+                           reduction=reduction, return_value=return_value, has_aux=has_aux)
 
-    def etrace_evolve(self, *sequences, return_outputs: bool = False):
-        """Advance states and traces over sequences without a loss."""
+    def etrace_evolve(self, *sequences, step_fn=None, chunk_size=None, return_outputs: bool = False):
+        """Advance states and traces over sequences without a loss (see :func:`braintrace.etrace_evolve`)."""
         from .drivers import etrace_evolve
 
-        return etrace_evolve(self, *sequences, return_outputs=return_outputs)
+        return etrace_evolve(self, *sequences, step_fn=step_fn, chunk_size=chunk_size,
+                             return_outputs=return_outputs)
 
 
 @jax.custom_jvp

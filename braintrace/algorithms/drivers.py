@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import math
+import numbers
+
 import brainstate
 import jax
 import jax.numpy as jnp
+
+from .._errors import NotSupportedError
+from .inputs import MultiStepData, is_step_data
+from .windows import MULTI_STEP_HINT
 
 __all__ = ["etrace_grad", "etrace_evolve"]
 
@@ -39,8 +46,8 @@ def _sequence_length(sequences) -> int:
     return distinct[0]
 
 
-def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, reduction: str = "mean",
-                return_value: bool = False, has_aux: bool = False):
+def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: int | None = None,
+                reduction: str = "mean", return_value: bool = False, has_aux: bool = False):
     """Accumulate online gradients over sequences.
 
     At every step ``t``, ``step_fn(*slices_t)`` must call the learner exactly once and return
@@ -62,6 +69,14 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, reduction: st
         ``step_fn(*slices) -> loss`` (or ``(loss, aux)``).
     mask : array_like, optional
         ``(T,)`` weights of the per-step losses (the traces advance on masked steps too).
+    chunk_size : int, optional
+        Window length ``k``. ``None`` or 1: one step per call. ``k >= 2`` (needs
+        ``T % k == 0``, ``vjp_method='multi-step'`` and a learner without ``vmap``) calls
+        ``step_fn`` once per window with slices of leading length ``k``; it must call the
+        learner once on ``MultiStepData`` inputs and return a ``(k,)`` vector of per-step
+        losses (or a scalar window loss when no ``mask`` is given). Each window's gradient is
+        exact reverse mode inside the window plus the traces at window entry contracted with
+        the hidden-state cotangent there (see :mod:`braintrace.algorithms.windows`).
     reduction : {'mean', 'sum'}
         ``'mean'`` divides the summed gradient once by ``max(Σ mask, 1)``.
     return_value : bool
@@ -73,6 +88,7 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, reduction: st
     -------
     grads, or (grads, losses), or (grads, losses, aux), or (grads, aux)
         ``grads`` is a dict keyed by ``ParamState`` path, like ``model.states(ParamState)``.
+        ``losses`` is ``(T,)`` (or ``(T // k,)`` for scalar window losses).
 
     Examples
     --------
@@ -90,10 +106,13 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, reduction: st
         raise ValueError(f"`reduction` must be 'mean' or 'sum'; got {reduction!r}.")
     if not callable(step_fn):
         raise TypeError("`step_fn` must be a callable that calls the learner and returns a scalar loss.")
+    _check_not_wrapped(sequences)
     length = _sequence_length(sequences)
+    masked = mask is not None
     mask = jnp.ones((length,), jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
     if mask.shape != (length,):
         raise ValueError(f"`mask` must have shape ({length},) matching the sequences; got {mask.shape}.")
+    chunk = _chunk_size(learner, chunk_size, length, needs_multi_step=True)
     all_weights = learner.param_states
     # Only the ParamStates the compiled step reads get a gradient transformation; the others
     # (unused by the step, see `explain()`'s state_mismatch) have an exactly zero gradient.
@@ -109,6 +128,8 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, reduction: st
             _check_called_once(learner, learner._compiled.calls - calls_before)
             loss, aux = result if has_aux else (result, None)
             loss = jnp.asarray(loss)
+            if chunk is not None:
+                return _window_loss(loss, m, chunk, masked), (loss, aux)
             if loss.ndim != 0:
                 raise ValueError(
                     f"`step_fn` must return a scalar loss; got an array of shape {loss.shape}. Reduce it "
@@ -121,7 +142,13 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, reduction: st
         return acc, (loss, aux)
 
     zeros = {path: jax.tree.map(jnp.zeros_like, st.value) for path, st in weights.items()}
-    grads, (losses, aux) = brainstate.transform.scan(body, zeros, (tuple(sequences), mask))
+    if chunk is None:
+        grads, (losses, aux) = brainstate.transform.scan(body, zeros, (tuple(sequences), mask))
+    else:
+        windows_in = (_to_windows(tuple(sequences), chunk), mask.reshape(-1, chunk))
+        grads, (losses, aux) = brainstate.transform.scan(body, zeros, windows_in)
+        if losses.ndim == 2:  # (T // k, k) per-step losses back to (T,)
+            losses = losses.reshape(length)
     grads = {path: grads[path] if path in grads else jax.tree.map(jnp.zeros_like, st.value)
              for path, st in all_weights.items()}
     if reduction == "mean":
@@ -153,10 +180,28 @@ def _check_called_once(learner, calls: int) -> None:
     )
 
 
-def etrace_evolve(learner, *sequences, return_outputs: bool = False):
+def etrace_evolve(learner, *sequences, step_fn: Callable | None = None, chunk_size: int | None = None,
+                  return_outputs: bool = False):
     """Advance hidden states and traces over sequences without a loss.
 
-    Returns the stacked per-step model outputs when ``return_outputs`` is true, else None.
+    Parameters
+    ----------
+    learner : ETraceAlgorithm
+        A compiled learner.
+    *sequences
+        Inputs with time on the leading axis; all share one length ``T``.
+    step_fn : callable, optional
+        ``step_fn(*slices)`` calls the learner once; by default the learner itself is called
+        on the slices (wrapped in ``MultiStepData`` when windowed).
+    chunk_size : int, optional
+        Window length ``k`` (``T % k == 0``, a learner without ``vmap``); any ``vjp_method``
+        is allowed since nothing is differentiated. ``None`` or 1: one step per call.
+    return_outputs : bool
+        Return the stacked per-step (or per-window, ``(T // k, k, ...)``) outputs.
+
+    Returns
+    -------
+    The stacked outputs when ``return_outputs`` is true, else None.
 
     Examples
     --------
@@ -167,8 +212,79 @@ def etrace_evolve(learner, *sequences, return_outputs: bool = False):
     (5, 4)
     >>> int(learner.running_index.value)
     5
+    >>> learner.etrace_evolve(jnp.ones((6, 2)), chunk_size=3, return_outputs=True).shape
+    (2, 3, 4)
     """
     learner._assert_compiled("etrace_evolve")
-    _sequence_length(sequences)
-    outputs = brainstate.transform.for_loop(lambda *xs: learner.update(*xs), *sequences)
+    _check_not_wrapped(sequences)
+    length = _sequence_length(sequences)
+    if step_fn is not None and not callable(step_fn):
+        raise TypeError("`step_fn` must be a callable that calls the learner once, or None.")
+    chunk = _chunk_size(learner, chunk_size, length, needs_multi_step=False)
+    if chunk is None:
+        call = step_fn if step_fn is not None else learner.update
+        outputs = brainstate.transform.for_loop(lambda *xs: call(*xs), *sequences)
+    else:
+        call = step_fn if step_fn is not None else (
+            lambda *xs: learner.update(*[MultiStepData(x) for x in xs]))
+        outputs = brainstate.transform.for_loop(lambda *xs: call(*xs), *_to_windows(tuple(sequences), chunk))
     return outputs if return_outputs else None
+
+
+def _check_not_wrapped(sequences) -> None:
+    for i, seq in enumerate(sequences):
+        if is_step_data(seq):
+            raise TypeError(
+                f"input sequence {i} is a {type(seq).__name__}; the drivers take bare time-major sequences. "
+                "Wrap slices inside `step_fn` instead (e.g. `learner(braintrace.MultiStepData(xs))`)."
+            )
+
+
+def _chunk_size(learner, chunk_size, length: int, needs_multi_step: bool) -> int | None:
+    """The window length, or None for one step per call (``chunk_size`` None or 1)."""
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be a positive int or None; got {chunk_size!r}.")
+    chunk = int(chunk_size)
+    if chunk == 1:
+        return None
+    if length % chunk:
+        raise ValueError(
+            f"`chunk_size={chunk}` does not divide the sequence length T={length}; pick a chunk_size that "
+            f"divides T (for example {math.gcd(length, chunk)}) or trim/pad the sequences to a multiple of {chunk}."
+        )
+    if learner.vmap:
+        raise NotSupportedError(
+            f"`chunk_size={chunk}`: multi-step windows are not supported on a learner compiled with vmap=True. "
+            "Compile with vmap=False and a real batch axis (`braintrace.compile(..., batch_size=B)`)."
+        )
+    if needs_multi_step and learner.options.vjp_method != "multi-step":
+        raise ValueError(
+            f"`chunk_size={chunk}` differentiates through windows of {chunk} steps, which needs a multi-step "
+            f"learner; the learner has vjp_method={learner.options.vjp_method!r}. {MULTI_STEP_HINT[0].upper()}"
+            f"{MULTI_STEP_HINT[1:]}, or use chunk_size=None."
+        )
+    return chunk
+
+
+def _to_windows(sequences: tuple, chunk: int):
+    """Time-major ``(T, ...)`` leaves as ``(T // k, k, ...)`` windows."""
+    return jax.tree.map(lambda a: jnp.reshape(a, (-1, chunk) + jnp.shape(a)[1:]), sequences)
+
+
+def _window_loss(loss, mask, chunk: int, masked: bool):
+    """The masked loss of one window from a ``(k,)`` vector (or a scalar without mask)."""
+    if loss.shape == (chunk,):
+        return jnp.sum(mask * loss)
+    if loss.ndim == 0:
+        if masked:
+            raise ValueError(
+                f"with `chunk_size={chunk}` and a `mask`, `step_fn` must return the ({chunk},) vector of "
+                "per-step losses of its window (the mask weights each step); got a scalar."
+            )
+        return loss
+    raise ValueError(
+        f"with `chunk_size={chunk}`, `step_fn` must return a ({chunk},) vector of per-step losses (or a scalar "
+        f"window loss); got an array of shape {loss.shape}."
+    )

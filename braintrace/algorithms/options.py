@@ -30,8 +30,10 @@ class LearnerOptions:
     ----------
     vjp_method : {'single-step', 'multi-step'}
         How the learning signal is obtained. ``'single-step'`` (the default) takes the VJP of
-        each step's loss; ``'multi-step'`` windows are not implemented in this version and
-        raise :class:`~braintrace.NotSupportedError`.
+        each step's loss; ``'multi-step'`` runs exact reverse mode inside each window of steps
+        (``MultiStepData`` inputs, ``etrace_grad(..., chunk_size=k)``) and contracts the
+        hidden-state cotangent at window entry with the traces (see
+        :mod:`braintrace.algorithms.windows`).
     fast_solve : bool
         Accepted for compatibility: the trace contraction is always the closed-form one.
     trace_dtype : None
@@ -53,10 +55,8 @@ class LearnerOptions:
     >>> from braintrace.algorithms.options import LearnerOptions
     >>> LearnerOptions().vjp_method
     'single-step'
-    >>> LearnerOptions(vjp_method='multi-step')
-    Traceback (most recent call last):
-    ...
-    braintrace._errors.NotSupportedError: vjp_method='multi-step' ...
+    >>> LearnerOptions(vjp_method='multi-step').vjp_method
+    'multi-step'
     """
 
     vjp_method: str = "single-step"
@@ -71,11 +71,6 @@ class LearnerOptions:
     def __post_init__(self):
         if self.vjp_method not in VJP_METHODS:
             raise ValueError(f"`vjp_method` must be one of {list(VJP_METHODS)}; got {self.vjp_method!r}.")
-        if self.vjp_method == "multi-step":
-            raise _errors.NotSupportedError(
-                "vjp_method='multi-step' (windowed reverse mode inside each chunk) is not implemented in "
-                "this version; use vjp_method='single-step' (the learning signal of each step's own loss)."
-            )
         for name in ("fast_solve", "chunked_trace"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"`{name}` must be a bool; got {getattr(self, name)!r}.")
