@@ -3,6 +3,8 @@
 
 from .base import EligibilityTrace, ETraceAlgorithm
 from .compile import ALGORITHMS, compile
+from .config import ETraceConfig
+from .inputs import MultiStepData, SingleStepData
 from .d_rtrl import D_RTRL, ParamDimVjpAlgorithm
 from .drivers import etrace_evolve, etrace_grad
 from .es_d_rtrl import ES_D_RTRL, IODimVjpAlgorithm, pp_prop
@@ -11,6 +13,9 @@ __all__ = [
     "ALGORITHMS",
     "D_RTRL",
     "ES_D_RTRL",
+    "ETraceConfig",
+    "MultiStepData",
+    "SingleStepData",
     "ETraceAlgorithm",
     "EligibilityTrace",
     "IODimVjpAlgorithm",

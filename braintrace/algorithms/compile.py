@@ -3,18 +3,21 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 import brainstate
 import jax
 import jax.numpy as jnp
 
+from .. import _errors
 from .base import ETraceAlgorithm, _check_not_traced
+from .config import ETraceConfig
 from .d_rtrl import ParamDimVjpAlgorithm
 from .es_d_rtrl import IODimVjpAlgorithm
 from .sharding import batch_placement
 
-__all__ = ["compile", "ALGORITHMS"]
+__all__ = ["compile", "ALGORITHMS", "LAZY_ALGORITHMS", "NOT_IMPLEMENTED_ALGORITHMS"]
 
 _logger = logging.getLogger("braintrace")
 
@@ -25,19 +28,121 @@ ALGORITHMS = {
     "pp_prop": IODimVjpAlgorithm,
 }
 
+# Names whose class lives in braintrace.algorithms but is resolved at call time, so that
+# compile() works (and names the class) whether or not this build provides it.
+LAZY_ALGORITHMS = {
+    "eprop": "EProp",
+    "e_prop": "EProp",
+    "ostl_feedforward": "OSTLFeedforward",
+    "three_factor": "ThreeFactor",
+}
 
-def _resolve(algorithm):
-    if isinstance(algorithm, str):
-        key = algorithm.strip().lower().replace("-", "_")
-        if key not in ALGORITHMS:
-            raise ValueError(
-                f"unknown algorithm {algorithm!r}; choose one of {sorted(ALGORITHMS)} or pass an "
-                "ETraceAlgorithm subclass."
-            )
+# Published names of rules this version has no engine for.
+NOT_IMPLEMENTED_ALGORITHMS = {
+    "ostl_recurrent": "OSTLRecurrent (the coupled recurrence scope)",
+    "uoro": "UORO (random-projection traces)",
+    "dni": "DNI (bootstrapped synthetic gradients)",
+}
+
+
+def _lazy_class(class_name: str, asked_for: str):
+    package = importlib.import_module(__package__)
+    cls = getattr(package, class_name, None)
+    if cls is None:
+        raise _errors.NotSupportedError(
+            f"{asked_for} needs `braintrace.algorithms.{class_name}`, which this build does not provide; use "
+            f"{sorted(ALGORITHMS)} or pass an ETraceAlgorithm subclass."
+        )
+    return cls
+
+
+def _resolve_name(algorithm: str):
+    key = algorithm.strip().lower().replace("-", "_")
+    if key in ALGORITHMS:
         return ALGORITHMS[key]
+    if key in LAZY_ALGORITHMS:
+        return _lazy_class(LAZY_ALGORITHMS[key], f"algorithm {algorithm!r}")
+    if key in NOT_IMPLEMENTED_ALGORITHMS:
+        raise _errors.NotSupportedError(
+            f"algorithm {algorithm!r} ({NOT_IMPLEMENTED_ALGORITHMS[key]}) is not implemented in this version; use "
+            f"one of {sorted(ALGORITHMS)} or pass an ETraceAlgorithm subclass."
+        )
+    known = sorted(set(ALGORITHMS) | set(LAZY_ALGORITHMS) | set(NOT_IMPLEMENTED_ALGORITHMS))
+    raise ValueError(
+        f"unknown algorithm {algorithm!r}; known names (case-insensitive) are {known}, or pass an "
+        "ETraceAlgorithm subclass or a braintrace.ETraceConfig."
+    )
+
+
+def engine_for_config(config: ETraceConfig):
+    """The learner class implementing ``config`` and the constructor options it implies.
+
+    Raises
+    ------
+    NotSupportedError
+        Naming the axis value this version has no engine for (random-projection traces, the
+        coupled or sparse_n scopes, bootstrapped signals, window or sequence-end updates, a
+        recursion other than the Jacobian on per-parameter traces, unequal io decays, ...).
+
+    Examples
+    --------
+    >>> import braintrace
+    >>> from braintrace.algorithms.compile import engine_for_config
+    >>> cls, options = engine_for_config(braintrace.ETraceConfig('io_factorized', decay=0.8))
+    >>> cls.__name__, options
+    ('IODimVjpAlgorithm', {'decay_or_rank': 0.8})
+    """
+
+    def refuse(axis: str, value, what: str):
+        raise _errors.NotSupportedError(
+            f"ETraceConfig {axis}={value!r} ({what}) has no engine in this version; supported configs are "
+            "D_RTRL (per_param, jacobian, diagonal), pp_prop (io_factorized, (scalar_leak, jacobian), diagonal, "
+            "equal decays), EProp (kappa filter / random_feedback) and ThreeFactor (modulatory)."
+        )
+
+    if config.update_schedule != "per_step":
+        refuse("update_schedule", config.update_schedule, "gradients are formed per step or per window call")
+    if config.trace_factorization == "random_projection":
+        refuse("trace_factorization", "random_projection", "UORO")
+    if config.recurrence_scope == "coupled":
+        refuse("recurrence_scope", "coupled", "OSTLRecurrent")
+    if config.recurrence_scope == "sparse_n":
+        refuse("sparse_n", config.sparse_n, "SnAp-n")
+    if config.learning_signal == "bootstrapped":
+        refuse("learning_signal", "bootstrapped", "DNI")
+    if config.is_factorized:
+        if config.temporal_recursion != ("scalar_leak", "jacobian"):
+            refuse("temporal_recursion", config.temporal_recursion, "pp-prop leaks x and rolls f by the Jacobian")
+        if config.decay_x != config.decay_f:
+            refuse("decay", config.decay, "pp-prop has one decay for both sides")
+        if config.learning_signal != "symmetric":
+            refuse("learning_signal", config.learning_signal, "pp-prop uses the symmetric signal")
+        return IODimVjpAlgorithm, {"decay_or_rank": config.decay_f}
+    if config.temporal_recursion != "jacobian":
+        refuse("temporal_recursion", config.temporal_recursion, "per-parameter traces roll by the Jacobian")
+    if config.learning_signal == "modulatory":
+        if config.trace_filter != "none":
+            refuse("trace_filter", config.trace_filter, "ThreeFactor has no trace filter")
+        return _lazy_class("ThreeFactor", "learning_signal='modulatory'"), {}
+    if config.trace_filter == "kappa" or config.learning_signal == "random_feedback":
+        return _lazy_class("EProp", f"{config.describe()!r}"), {
+            "feedback": config.learning_signal, "kappa_filter_decay": config.kappa or 0.0}
+    return ParamDimVjpAlgorithm, {}
+
+
+def _resolve(algorithm, options: dict):
+    """The learner class for ``algorithm``, and the options to construct it with."""
+    if isinstance(algorithm, ETraceConfig):
+        if "config" in options:
+            raise ValueError("the ETraceConfig is given twice: as `algorithm` and as `config=`; pass it once, "
+                             "as `algorithm`.")
+        cls, config_options = engine_for_config(algorithm)
+        return cls, {**config_options, **options}
+    if isinstance(algorithm, str):
+        return _resolve_name(algorithm), options
     if isinstance(algorithm, type) and issubclass(algorithm, ETraceAlgorithm):
-        return algorithm
-    raise TypeError(f"`algorithm` must be a name or an ETraceAlgorithm subclass; got {algorithm!r}.")
+        return algorithm, options
+    raise TypeError(f"`algorithm` must be a name, an ETraceAlgorithm subclass or an ETraceConfig; got {algorithm!r}.")
 
 
 def compile(model: brainstate.nn.Module, algorithm, *example_inputs, batch_size: int | None = None,
@@ -49,8 +154,13 @@ def compile(model: brainstate.nn.Module, algorithm, *example_inputs, batch_size:
     ----------
     model : brainstate.nn.Module
         The model; ``model.update(*inputs)`` runs one step.
-    algorithm : str or type
-        ``'d_rtrl'``, ``'es_d_rtrl'`` / ``'pp_prop'``, or an :class:`ETraceAlgorithm` subclass.
+    algorithm : str, type or ETraceConfig
+        A case-insensitive name (``'d_rtrl'``, ``'es_d_rtrl'`` / ``'esd_rtrl'`` / ``'pp_prop'``,
+        ``'eprop'`` / ``'e_prop'``, ``'ostl_feedforward'``, ``'three_factor'``), an
+        :class:`ETraceAlgorithm` subclass, or an :class:`~braintrace.ETraceConfig`, which
+        selects the engine (for pp-prop, ``decay_or_rank`` defaults to ``config.decay``).
+        ``'ostl_recurrent'``, ``'uoro'`` and ``'dni'`` raise
+        :class:`~braintrace.NotSupportedError` (not implemented in this version).
     *example_inputs
         One step's inputs (with the batch axis first when ``batch_size`` is given).
     batch_size : int, optional
@@ -82,7 +192,11 @@ def compile(model: brainstate.nn.Module, algorithm, *example_inputs, batch_size:
     ------
     NotSupportedError
         When called inside ``jax.jit`` (or another JAX trace): compile once outside, then
-        call the learner inside ``jit``. Nothing is changed in that case.
+        call the learner inside ``jit``. Nothing is changed in that case. Also for a rule
+        this version has no engine for, and for ``vmap=True`` with
+        ``vjp_method='multi-step'``.
+    ValueError
+        For an unknown algorithm name (the message lists the known ones).
 
     Examples
     --------
@@ -92,7 +206,7 @@ def compile(model: brainstate.nn.Module, algorithm, *example_inputs, batch_size:
     >>> learner(jnp.ones((2, 3))).shape
     (2, 4)
     """
-    cls = _resolve(algorithm)
+    cls, options = _resolve(algorithm, options)
     placement = None if sharding is None else batch_placement(sharding, batch_size)
     if isinstance(verbose, bool) or not isinstance(verbose, int) or verbose < 0:
         raise ValueError(f"`verbose` must be a non-negative int; got {verbose!r}.")
@@ -100,6 +214,11 @@ def compile(model: brainstate.nn.Module, algorithm, *example_inputs, batch_size:
     _check_not_traced(model, example_inputs, {}, "braintrace.compile")
     # The learner first: a rejected option leaves the model untouched.
     learner = cls(model, vmap=vmap, **options)
+    if vmap and learner.options.vjp_method == "multi-step":
+        raise _errors.NotSupportedError(
+            f"`{type(learner).__name__}` with vjp_method='multi-step' and vmap=True: multi-step windows are not "
+            "supported on vmapped learners. Use vmap=False (a real batch axis) or vjp_method='single-step'."
+        )
     if seed is not None:
         brainstate.random.seed(seed)
     if vmap:

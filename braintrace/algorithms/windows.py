@@ -167,6 +167,22 @@ def entry_hidden_signals(graph, layout, other_cotangents) -> list:
     return [g.concat_hidden([by_path[p] for p in g.hidden_paths]) for g in graph.hidden_groups]
 
 
+# The three places where the window step uses the learner's rule. They are kept here, in
+# one spot, so that a change of the learner's rule interface touches nothing else.
+def _roll(learner, traces, quantities, step):
+    """The learner's one-step trace recursion."""
+    return learner.roll(traces, quantities, step)
+
+
+def _contract_entry_traces(learner, grads, entry_traces, signals, quantities, step, params, temps) -> None:
+    """Add ``Σ_g ⟨signal_g, ε_g⟩``, routed to the ParamState leaves, into ``grads``.
+
+    ``signals`` are the raw ``∂L_window/∂h^{t0-1}``; a rule with its own learning signal
+    (random feedback, a modulator) would transform them here before its ``solve``.
+    """
+    learner._accumulate(grads, learner.solve(entry_traces, signals, quantities, step), params, temps)
+
+
 def build_window_step(learner):
     """The ``jax.custom_vjp`` function ``(arg_seq, params, others, traces, step) -> ((outs, others'), traces')``.
 
@@ -193,7 +209,7 @@ def build_window_step(learner):
             if differentiable:
                 main = plain_step(args_t, params, others_c)
             q = executor.step_quantities(graph, temps, dict(zip(layout.param_paths, frozen[0], strict=True)))
-            new_traces = jax.lax.stop_gradient(learner.roll(traces_c, q, step))
+            new_traces = jax.lax.stop_gradient(_roll(learner, traces_c, q, step))
             return (_regroup(main[n_out:], others_c), new_traces), main[:n_out]
 
         (others_exit, traces_exit), outs = jax.lax.scan(body, (others, traces), arg_seq)
@@ -229,7 +245,7 @@ def build_window_step(learner):
         _, temps, _ = executor.run_step(graph, layout, first_args, params, others)
         q = executor.step_quantities(graph, temps, dict(zip(layout.param_paths, params, strict=True)))
         grads = [list(p) for p in d_params]
-        learner._accumulate(grads, learner.solve(entry_traces, signals, q, step), params, temps)
+        _contract_entry_traces(learner, grads, entry_traces, signals, q, step, params, temps)
         zero_traces = jax.tree.map(jnp.zeros_like, entry_traces)
         return d_args, grads, d_others, zero_traces, np.zeros(jnp.shape(step), dtype=jax.dtypes.float0)
 
