@@ -232,7 +232,8 @@ def _parse(config: ETraceConfig) -> dict:
     decay = config.decay
     if decay is not None:
         if factorization == "io_factorized":
-            decay = _pair("decay", decay, _unit_interval)
+            # A side may be None in a pair (pinned by 'none', or missing: caught by the rules).
+            decay = _pair("decay", decay, lambda n, v: None if v is None else _unit_interval(n, v))
             if isinstance(decay, float):
                 decay = (decay, decay)
         elif isinstance(decay, (tuple, list)):

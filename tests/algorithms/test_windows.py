@@ -186,3 +186,160 @@ def test_finite_windows_equal_the_hand_written_identity(chunk_size):
     # ...and finite windows are neither BPTT nor the single-step rule.
     assert relative_deviation(bptt, actual) > 1e-2
     assert relative_deviation(single, actual) > 1e-2
+
+
+# ----------------------------------------------------------------------------------------
+# Forward consistency, wrappers, chunk_size=1
+# ----------------------------------------------------------------------------------------
+def _compiled(vjp_method="single-step", seed=3, **options):
+    brainstate.random.seed(seed)
+    model = models.gru()
+    brainstate.nn.init_all_states(model)
+    learner = braintrace.D_RTRL(model, vjp_method=vjp_method, **options)
+    learner.compile_graph(jnp.zeros(3))
+    return model, learner
+
+
+def test_evolve_in_windows_advances_states_and_traces_like_single_steps():
+    xs = brainstate.random.RandomState(0).uniform(0.0, 1.0, (T, 3))
+    model_a, stepped = _compiled()
+    out_a = stepped.etrace_evolve(xs, return_outputs=True)
+    model_b, windowed = _compiled()  # a single-step learner: the window forward is allowed
+    out_b = windowed.etrace_evolve(xs, chunk_size=3, return_outputs=True)
+    assert out_b.shape == (2, 3, 2)
+    np.testing.assert_allclose(np.reshape(out_b, out_a.shape), out_a, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(model_b.cell.h.value, model_a.cell.h.value, rtol=1e-6, atol=1e-7)
+    for key, trace in stepped.etrace.value.items():
+        for name in trace:
+            np.testing.assert_allclose(windowed.etrace.value[key][name], trace[name], rtol=1e-5, atol=1e-7)
+    # running_index counts update() calls (one per window), as in the published behaviour.
+    assert int(stepped.running_index.value) == T and int(windowed.running_index.value) == 2
+
+
+def test_chunk_size_one_is_none():
+    xs = brainstate.random.RandomState(1).uniform(0.0, 1.0, (T, 3))
+    _, a = _compiled()
+    _, b = _compiled()
+    step_fn_a = lambda x: jnp.sum(a(x) ** 2)  # noqa: E731
+    step_fn_b = lambda x: jnp.sum(b(x) ** 2)  # noqa: E731
+    ga = a.etrace_grad(xs, step_fn=step_fn_a)
+    gb = b.etrace_grad(xs, step_fn=step_fn_b, chunk_size=1)
+    assert_grads_close(ga, gb, rtol=0, atol=0)
+
+
+def test_single_step_data_is_repeated_over_the_window():
+    class TwoInputs(brainstate.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.W = bnn.Linear(2, 3)
+            self.C = bnn.Linear(1, 3)
+
+        def init_state(self, batch_size=None, **kwargs):
+            self.h = brainstate.HiddenState(jnp.zeros(3))
+
+        def update(self, x, c):
+            self.h.value = 0.8 * self.h.value + jnp.tanh(self.W(x) + self.C(c))
+            return self.h.value
+
+    def run(wrap_context):
+        brainstate.random.seed(2)
+        model = TwoInputs()
+        brainstate.nn.init_all_states(model)
+        learner = braintrace.D_RTRL(model, vjp_method="multi-step")
+        learner.compile_graph(jnp.zeros(2), jnp.zeros(1))
+        xs, c = jnp.linspace(-1.0, 1.0, 8).reshape(4, 2), jnp.array([0.7])
+        context = SingleStepData(c) if wrap_context else MultiStepData(jnp.broadcast_to(c, (4, 1)))
+
+        def loss():
+            return jnp.sum(learner(MultiStepData(xs), context) ** 2)
+
+        return brainstate.transform.grad(loss, grad_states=learner.param_states)()
+
+    assert_grads_close(run(False), run(True), rtol=1e-6, atol=1e-7)
+
+
+def test_wrappers_are_pytrees():
+    for cls in (SingleStepData, MultiStepData):
+        leaves, treedef = jax.tree.flatten(cls({"a": jnp.ones(2), "b": jnp.zeros(3)}))
+        assert len(leaves) == 2
+        rebuilt = jax.tree.unflatten(treedef, leaves)
+        assert type(rebuilt) is cls and set(rebuilt.data) == {"a", "b"}
+        assert repr(rebuilt).startswith(cls.__name__)
+    with pytest.raises(TypeError, match="already wrapped"):
+        MultiStepData(SingleStepData(jnp.ones(2)))
+
+
+def test_compile_graph_strips_a_window_to_its_first_step():
+    brainstate.random.seed(4)
+    model = models.gru()
+    brainstate.nn.init_all_states(model)
+    learner = braintrace.D_RTRL(model, vjp_method="multi-step")
+    learner.compile_graph(MultiStepData(jnp.ones((5, 3))))
+    assert learner(jnp.ones(3)).shape == (2,)
+    assert learner(MultiStepData(jnp.ones((4, 3)))).shape == (4, 2)
+
+
+# ----------------------------------------------------------------------------------------
+# Errors
+# ----------------------------------------------------------------------------------------
+def test_chunk_size_must_divide_the_length():
+    _, learner = _compiled("multi-step")
+    with pytest.raises(ValueError, match=r"chunk_size=4.*T=6"):
+        windowed_grads(learner, jnp.ones((T, 3)), 4)
+    with pytest.raises(ValueError, match=r"chunk_size=4.*T=6"):
+        learner.etrace_evolve(jnp.ones((T, 3)), chunk_size=4)
+    with pytest.raises(ValueError, match="chunk_size"):
+        windowed_grads(learner, jnp.ones((T, 3)), 0)
+
+
+def test_windows_need_a_multi_step_learner():
+    _, learner = _compiled("single-step")
+    with pytest.raises(ValueError, match="vjp_method='multi-step'"):
+        windowed_grads(learner, jnp.ones((T, 3)), 2)
+
+    def loss():  # differentiating a single-step learner through a window directly
+        return jnp.sum(learner(MultiStepData(jnp.ones((2, 3)))) ** 2)
+
+    with pytest.raises(ValueError, match="vjp_method='multi-step'"):
+        brainstate.transform.grad(loss, grad_states=learner.param_states)()
+
+
+def test_windows_are_refused_on_vmapped_learners():
+    with pytest.raises(braintrace.NotSupportedError, match="vmap"):
+        braintrace.compile(braintrace.nn.GRUCell(3, 4), "d_rtrl", jnp.ones((2, 3)), batch_size=2, vmap=True,
+                           vjp_method="multi-step")
+    lanes = braintrace.compile(braintrace.nn.GRUCell(3, 4), "d_rtrl", jnp.ones((2, 3)), batch_size=2, vmap=True)
+    with pytest.raises(braintrace.NotSupportedError, match="vmap"):
+        lanes.etrace_evolve(jnp.ones((T, 2, 3)), chunk_size=2)
+    with pytest.raises(braintrace.NotSupportedError, match="vmap"):
+        lanes(MultiStepData(jnp.ones((2, 2, 3))))
+
+
+def test_window_input_errors():
+    _, learner = _compiled("multi-step")
+    with pytest.raises(TypeError, match="MultiStepData"):
+        learner.etrace_grad(MultiStepData(jnp.ones((T, 3))), step_fn=window_loss(learner), chunk_size=2)
+    with pytest.raises(ValueError, match=r"\(2,\) vector"):
+        learner.etrace_grad(jnp.ones((T, 3)), step_fn=lambda xs: learner(MultiStepData(xs)), chunk_size=2)
+    with pytest.raises(ValueError, match="mask"):
+        learner.etrace_grad(jnp.ones((T, 3)), step_fn=lambda xs: jnp.sum(learner(MultiStepData(xs)) ** 2),
+                            chunk_size=2, mask=jnp.ones(T))
+    with pytest.raises(ValueError, match="shape"):
+        learner(MultiStepData(jnp.ones((2, 4))))
+
+
+def test_windowed_mask_and_losses():
+    xs = brainstate.random.RandomState(6).uniform(0.0, 1.0, (T, 3))
+    mask = jnp.array([0.0, 1.0, 1.0, 0.0, 1.0, 1.0])
+    _, learner = _compiled("multi-step")
+    grads, losses = learner.etrace_grad(xs, step_fn=window_loss(learner), chunk_size=2, mask=mask,
+                                        reduction="sum", return_value=True)
+    assert losses.shape == (T,)
+    # The mask weights each step of a window: the same as weighting the loss vector itself.
+    _, other = _compiled("multi-step")
+    grads_b = other.etrace_grad(xs, mask, step_fn=lambda w, m: m * window_loss(other)(w), chunk_size=2,
+                                reduction="sum")
+    assert_grads_close(grads, grads_b, rtol=1e-6, atol=1e-7)
+    _, unmasked = _compiled("multi-step")
+    full = unmasked.etrace_grad(xs, step_fn=window_loss(unmasked), chunk_size=2, reduction="sum")
+    assert relative_deviation(full, grads) > 1e-3
