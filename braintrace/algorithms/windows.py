@@ -4,7 +4,7 @@
 A call ``learner(MultiStepData(xs))`` with ``xs`` of leading length ``k`` runs the window
 ``[t0, t1]`` (``k`` steps) in one ``jax.custom_vjp`` function. Its forward pass advances the
 hidden states and the traces step by step, exactly as ``k`` single calls would. Its
-backward pass (``vjp_method='multi-step'``) gives
+backward pass (``vjp_method='multi-step'``) gives::
 
     ∇θ = ∂L_window/∂θ |_{h^{t0-1} fixed}  +  Σ_g ⟨∂L_window/∂h^{t0-1}_g, ε^{t0-1}_g⟩,
 
