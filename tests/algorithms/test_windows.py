@@ -343,3 +343,80 @@ def test_windowed_mask_and_losses():
     _, unmasked = _compiled("multi-step")
     full = unmasked.etrace_grad(xs, step_fn=window_loss(unmasked), chunk_size=2, reduction="sum")
     assert relative_deviation(full, grads) > 1e-3
+
+
+def reference_pp_prop_window_grads(params, xs, chunk_size, alpha, correction_by_steps=False):
+    """The window identity with independently written pp-prop traces for ``LeakyRecurrent``.
+
+    ``x̄ ← α x̄ + x`` per op input (``x`` for W, ``h^{t-1}`` for U), ``ε_f ← α·0.5·ε_f +
+    (1 - α)(1 - tanh(y)²)``; at the entry of window ``w`` the contribution is ``x̄ ⊗ s`` and
+    ``s`` for the bias, with ``s = ε_f ⊙ ∂L/∂h0 / (1 - α^(w+1))``: the bias correction counts
+    learner calls (one per window), as published. ``correction_by_steps`` gives the
+    plausible alternative ``1 - α^(t0)`` (steps), which must not match.
+    """
+
+    def step(p, h, x):
+        pre = x @ p["W"]["weight"] + p["W"]["bias"] + h @ p["U"]["weight"] + p["U"]["bias"]
+        h_new = LEAK * h + jnp.tanh(pre)
+        return h_new, h_new @ p["out"]["weight"] + p["out"]["bias"], pre
+
+    def window_loss(p, h0, window):
+        total, h = 0.0, h0
+        for x in window:
+            h, y, _ = step(p, h, x)
+            total = total + jnp.sum(y ** 2)
+        return total
+
+    n_hidden = params["U"]["weight"].shape[0]
+    x_bar = {"W": jnp.zeros(xs.shape[1]), "U": jnp.zeros(n_hidden)}
+    eps_f = jnp.zeros(n_hidden)
+    grads = jax.tree.map(jnp.zeros_like, params)
+    h = jnp.zeros(n_hidden)
+    for w, start in enumerate(range(0, len(xs), chunk_size)):
+        window = xs[start:start + chunk_size]
+        g_params, g_h0 = jax.grad(window_loss, argnums=(0, 1))(params, h, window)
+        grads = jax.tree.map(jnp.add, grads, g_params)
+        power = start if correction_by_steps else w + 1
+        correction = max(1.0 - alpha ** power, 1e-8)
+        s = eps_f * g_h0 / correction
+        for name in ("W", "U"):
+            grads[name]["weight"] = grads[name]["weight"] + x_bar[name][:, None] * s
+            grads[name]["bias"] = grads[name]["bias"] + s
+        for x in window:
+            h_new, _, pre = step(params, h, x)
+            x_bar = {"W": alpha * x_bar["W"] + x, "U": alpha * x_bar["U"] + h}
+            eps_f = alpha * LEAK * eps_f + (1.0 - alpha) * (1.0 - jnp.tanh(pre) ** 2)
+            h = h_new
+    return grads
+
+
+def test_pp_prop_windows_equal_the_hand_written_identity():
+    alpha, chunk_size = 0.6, 2
+    brainstate.random.seed(8)
+    model = LeakyRecurrent()
+    brainstate.nn.init_all_states(model)
+    xs = brainstate.random.randn(T, 2)
+    params = _plain_params(model)
+    learner = braintrace.ES_D_RTRL(model, alpha, vjp_method="multi-step")
+    learner.compile_graph(xs[0])
+    actual = windowed_grads(learner, xs, chunk_size)
+    expected = {(n, "weight"): g for n, g in reference_pp_prop_window_grads(params, xs, chunk_size, alpha).items()}
+    assert_grads_close(expected, actual, rtol=1e-5, atol=1e-6)
+    by_steps = {(n, "weight"): g for n, g in
+                reference_pp_prop_window_grads(params, xs, chunk_size, alpha, correction_by_steps=True).items()}
+    assert relative_deviation(by_steps, actual) > 1e-3
+
+
+def test_batched_windows_under_jit_equal_bptt():
+    brainstate.random.seed(9)
+    model = models.gru()
+    brainstate.nn.init_all_states(model, 2)
+    xs = brainstate.random.uniform(0.0, 2.0, (T, 2, 3))
+    snap = snapshot_states(model)
+    expected = bptt_grads(model, xs)
+    restore_states(model, snap)
+    learner = braintrace.ES_D_RTRL(model, 0.8, vjp_method="multi-step")
+    learner.compile_graph(xs[0])
+    run = brainstate.transform.jit(lambda seq: learner.etrace_grad(
+        seq, step_fn=lambda w: jnp.sum(learner(MultiStepData(w)) ** 2), chunk_size=T, reduction="sum"))
+    assert_grads_close(expected, run(xs), rtol=1e-5, atol=1e-6)
