@@ -191,7 +191,8 @@ class ETraceConfig:
         'per_param traces, jacobian recursion, diagonal scope, symmetric signal, per_step updates'
         """
         if self.is_factorized:
-            recursion = f"x:{self.recursion_x}/f:{self.recursion_f} recursion (decay x={self.decay_x}, f={self.decay_f})"
+            recursion = (f"x:{self.recursion_x}/f:{self.recursion_f} recursion "
+                         f"(decay x={self.decay_x}, f={self.decay_f})")
         else:
             recursion = f"{self.temporal_recursion} recursion"
             if self.temporal_recursion == "scalar_leak":
