@@ -9,7 +9,13 @@ __all__ = ["BraintraceError", "CompilationError", "NotSupportedError"]
 
 
 class BraintraceError(Exception):
-    """Base class of every error braintrace raises on purpose."""
+    """Base class of every error braintrace raises on purpose.
+
+    ``record`` is the compiler's ``error``-level ``CompilationRecord`` behind the error, when
+    the compiler made one (it is also handed to an active ``diagnostic_context``).
+    """
+
+    record = None
 
 
 class CompilationError(BraintraceError):

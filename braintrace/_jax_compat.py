@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax.extend.core as jex_core
-from jax.extend.core import Jaxpr, JaxprEqn, Literal, Primitive, Var
+from jax.extend.core import DropVar, Jaxpr, JaxprEqn, Literal, Primitive, Var, check_jaxpr
 from jax.extend.core import primitives as lax_primitives
 from jax.interpreters import ad, batching, mlir
 
@@ -31,23 +31,20 @@ __all__ = [
     "make_jaxpr_object",
     "OpenJaxpr",
     "build_jaxpr",
-    "jaxpr_consts",
-    "jaxpr_body",
     "bind_equation",
     "shaped_array",
     "is_not_mapped",
     "optional_primitives",
-    "is_literal",
     "instantiate_zero_tangent",
     "jaxpr_of_param",
+    "DropVar",
+    "check_jaxpr",
 ]
 
 try:  # JAX >= 0.5 exposes the abstract array type here.
     from jax.core import ShapedArray as _ShapedArray
 except ImportError:  # pragma: no cover - older JAX
     from jax._src.core import ShapedArray as _ShapedArray
-
-from jax._src import core as _core
 
 _CLOSED_JAXPR_IS_JAXPR = jex_core.ClosedJaxpr is jex_core.Jaxpr
 
@@ -91,10 +88,6 @@ def new_eqn(invars, outvars, primitive, params, effects=None, source_info=None) 
     """A new jaxpr equation."""
     effects = jex_core.no_effects if effects is None else effects
     return jex_core.new_jaxpr_eqn(list(invars), list(outvars), primitive, dict(params), effects, source_info)
-
-
-def is_literal(atom) -> bool:
-    return isinstance(atom, Literal)
 
 
 def _debug_info(num_in: int, num_out: int):
@@ -154,22 +147,11 @@ def make_jaxpr_object(constvars: Sequence[Var], invars: Sequence[Var], outvars, 
     return OpenJaxpr(constvars, invars, outvars, eqns, frozenset(effects))
 
 
-def jaxpr_body(closed) -> Jaxpr:
-    """The open jaxpr inside a closed jaxpr (identity where the two are one type)."""
-    if _CLOSED_JAXPR_IS_JAXPR:
-        return closed
-    return closed.jaxpr  # pragma: no cover - JAX < 0.11
-
-
-def jaxpr_consts(closed) -> list:
-    """The constant values attached to a closed jaxpr."""
-    return list(closed.consts)
-
-
 def jaxpr_of_param(value):
-    """Return ``(open_jaxpr, consts)`` for an equation parameter holding a (closed) jaxpr.
+    """Return ``(jaxpr, consts, constvars)`` for an equation parameter holding a (closed) jaxpr.
 
-    Returns ``None`` for parameters that are not jaxprs.
+    ``constvars`` are the leading variables bound to ``consts`` (empty when the jaxpr has
+    no attached constants). Returns ``None`` for parameters that are not jaxprs.
     """
     if isinstance(value, Jaxpr) or (not _CLOSED_JAXPR_IS_JAXPR and isinstance(value, jex_core.ClosedJaxpr)):
         if _CLOSED_JAXPR_IS_JAXPR:
@@ -198,7 +180,3 @@ def instantiate_zero_tangent(tangent, primal):
         return ad.instantiate_zeros(tangent)
     return tangent
 
-
-def eval_open_jaxpr(jaxpr: Jaxpr, consts, *args):
-    """Evaluate an open jaxpr given values for its constvars and invars."""
-    return _core.eval_jaxpr(jaxpr, list(consts), *args)

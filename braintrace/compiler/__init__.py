@@ -1,11 +1,15 @@
 # Copyright 2026 The braintrace authors. Licensed under the Apache License, Version 2.0.
 """The eligibility-trace compiler: model step -> :class:`ETraceGraph`.
 
-Passes, each a function of the previous pass's immutable result: ``extract_module_info``
-(trace and classify states), ``find_hidden_groups_from_minfo`` (element-wise coupled hidden
-states), ``find_hidden_param_op_relations_from_minfo`` (ETP ops feeding hidden groups),
-output rewriting, and ``add_hidden_perturbation_from_minfo``. Decisions are recorded as
-:class:`CompilationRecord` diagnostics.
+Passes, each a function of the previous pass's immutable result that returns its value and
+its :class:`CompilationRecord` diagnostics: tracing (``module_info.trace_step``),
+canonicalisation (``canonicalize.canonicalize_step``: inline calls, if-convert conds, unroll
+short scans), the ``while_loop`` check, state classification (``module_info.classify_states``;
+the three together are ``extract_module_info``), hidden groups
+(``find_hidden_groups_from_minfo``), relations (``find_hidden_param_op_relations_from_minfo``),
+the reports of control flow and untraced paths, output rewriting and the hidden perturbation
+(``add_hidden_perturbation_from_minfo``). ``compile_etrace_graph`` collects the records and
+warns once per warning-level record at the end.
 """
 
 from .diagnostics import (

@@ -2,20 +2,22 @@
 """Structured records of every decision the compiler makes.
 
 Each pass reports what it decided (a relation included, a weight excluded and why, two
-hidden states merged into one group, a coupling dropped) as a :class:`CompilationRecord`.
-Records are collected by the innermost active :func:`diagnostic_context` (thread-local and
-nestable) and end up in ``ETraceGraph.diagnostics``, where ``ETraceGraph.explain`` filters
-them. Warnings and errors are also issued through :mod:`warnings` unless asked otherwise.
+hidden states merged into one group, a coupling dropped) as a :class:`CompilationRecord`
+and returns its records next to its value in a :class:`PassResult`. Passes never warn:
+:func:`~braintrace.compile_etrace_graph` concatenates the records into
+``ETraceGraph.diagnostics`` (where ``ETraceGraph.explain`` filters them), issues one
+:mod:`warnings` warning per ``warning``-level record at the end, and hands the records to
+the innermost active :func:`diagnostic_context`, if any.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import enum
-import threading
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 __all__ = [
@@ -24,8 +26,12 @@ __all__ = [
     "DiagnosticLevel",
     "CompilationRecord",
     "DiagnosticCollector",
+    "PassResult",
+    "deliver_records",
     "diagnostic_context",
-    "emit",
+    "new_record",
+    "publish_records",
+    "warn_records",
 ]
 
 
@@ -121,7 +127,7 @@ class CompilationRecord:
 
 
 class DiagnosticCollector:
-    """Collects the records emitted inside one :func:`diagnostic_context`."""
+    """Collects the records of the compilations run inside one :func:`diagnostic_context`."""
 
     def __init__(self) -> None:
         self._records: list[CompilationRecord] = []
@@ -133,47 +139,26 @@ class DiagnosticCollector:
         return tuple(self._records)
 
 
-class _Local(threading.local):
-    def __init__(self) -> None:
-        self.stack: list[DiagnosticCollector] = []
+@dataclasses.dataclass(frozen=True)
+class PassResult[T]:
+    """What a compiler pass returns: its value and the records of its decisions."""
+
+    value: T
+    records: tuple[CompilationRecord, ...] = ()
 
 
-_LOCAL = _Local()
-
-
-@contextlib.contextmanager
-def diagnostic_context() -> Iterator[DiagnosticCollector]:
-    """Collect the compilation records emitted in this block (thread-local, nestable).
-
-    Examples
-    --------
-    >>> from braintrace.compiler import diagnostics as d
-    >>> with d.diagnostic_context() as collector:
-    ...     _ = d.emit(d.DiagnosticKind.STATE_MISMATCH, d.DiagnosticLevel.INFO, 'example')
-    >>> len(collector.records())
-    1
-    """
-    collector = DiagnosticCollector()
-    _LOCAL.stack.append(collector)
-    try:
-        yield collector
-    finally:
-        _LOCAL.stack.pop()
-
-
-def emit(
+def new_record(
     kind: DiagnosticKind,
     level: DiagnosticLevel,
     message: str,
     *,
     primitive: str | None = None,
     weight_path: tuple[str, ...] | None = None,
-    hidden_paths=(),
+    hidden_paths: Iterable[tuple[str, ...]] = (),
     context: Mapping[str, Any] | None = None,
-    also_warn: bool = True,
 ) -> CompilationRecord:
-    """Create a record, add it to the active collector and (for warnings) warn."""
-    record = CompilationRecord(
+    """A :class:`CompilationRecord` with its paths and context normalised to tuples and a dict."""
+    return CompilationRecord(
         kind=kind,
         level=level,
         message=message,
@@ -182,8 +167,55 @@ def emit(
         hidden_paths=tuple(tuple(p) for p in hidden_paths),
         context=dict(context or {}),
     )
-    if _LOCAL.stack:
-        _LOCAL.stack[-1].add(record)
-    if also_warn and level is not DiagnosticLevel.INFO:
-        warnings.warn(str(record), UserWarning, stacklevel=3)
-    return record
+
+
+_COLLECTORS: contextvars.ContextVar[tuple[DiagnosticCollector, ...]] = contextvars.ContextVar(
+    "braintrace_diagnostic_collectors", default=())
+
+
+@contextlib.contextmanager
+def diagnostic_context() -> Iterator[DiagnosticCollector]:
+    """Collect the records of every compilation run in this block (nestable).
+
+    The innermost active context receives the records; a compilation that fails still
+    hands over the records made before the failure, including the ``error`` record.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> cell = braintrace.nn.ValinaRNNCell(3, 4)
+    >>> _ = brainstate.nn.init_all_states(cell)
+    >>> with braintrace.diagnostic_context() as collector:
+    ...     graph = braintrace.compile_etrace_graph(cell, jnp.ones(3))
+    >>> collector.records() == graph.diagnostics
+    True
+    """
+    collector = DiagnosticCollector()
+    token = _COLLECTORS.set(_COLLECTORS.get() + (collector,))
+    try:
+        yield collector
+    finally:
+        _COLLECTORS.reset(token)
+
+
+def publish_records(records: Iterable[CompilationRecord]) -> None:
+    """Hand ``records`` to the innermost active :func:`diagnostic_context`, if any."""
+    collectors = _COLLECTORS.get()
+    if collectors:
+        for record in records:
+            collectors[-1].add(record)
+
+
+def warn_records(records: Iterable[CompilationRecord], stacklevel: int = 2) -> None:
+    """Issue one ``UserWarning`` per ``warning``-level record (``stacklevel`` as for :func:`warnings.warn`)."""
+    for record in records:
+        if record.level is DiagnosticLevel.WARNING:
+            warnings.warn(str(record), UserWarning, stacklevel=stacklevel + 1)
+
+
+def deliver_records(records: Iterable[CompilationRecord], stacklevel: int = 2) -> None:
+    """:func:`publish_records`, then :func:`warn_records` (for a public pass run on its own)."""
+    records = tuple(records)
+    publish_records(records)
+    warn_records(records, stacklevel=stacklevel + 1)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import contextlib
-import threading
+import contextvars
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -12,16 +12,19 @@ import brainstate
 import jax
 
 from .. import _errors
+from .control_flow_report import report_control_flow
 from .diagnostics import (
     CompilationRecord,
     DiagnosticKind,
-    diagnostic_context,
     format_path,
+    publish_records,
+    warn_records,
 )
-from .hidden_groups import HiddenGroup, find_hidden_groups_from_minfo
-from .module_info import ModuleInfo, extract_module_info
-from .perturbation import HiddenPerturbation, add_hidden_perturbation_from_minfo
-from .relations import HiddenParamOpRelation, find_hidden_param_op_relations_from_minfo
+from .hidden_groups import HiddenGroup, find_hidden_groups
+from .module_info import ModuleInfo, build_module_info
+from .perturbation import HiddenPerturbation, add_hidden_perturbation
+from .relations import HiddenParamOpRelation, find_hidden_param_op_relations
+from .untraced_paths import report_cross_group_coupling, report_plain_weight_use
 
 __all__ = ["ETraceGraph", "compile_etrace_graph"]
 
@@ -158,26 +161,21 @@ class ETraceGraph(NamedTuple):
         return "\n".join(lines)
 
 
-class _CompilerStack(threading.local):
-    def __init__(self) -> None:
-        self.depth = 0
-
-
-_STACK = _CompilerStack()
+_COMPILING: contextvars.ContextVar[bool] = contextvars.ContextVar("braintrace_compiling", default=False)
 
 
 @contextlib.contextmanager
 def _guard_recursion():
-    if _STACK.depth > 0:
+    if _COMPILING.get():
         raise NotImplementedError(
             "compile_etrace_graph was called while another compilation is running (for example from "
             "inside a model's update); recursive compilation is not supported."
         )
-    _STACK.depth += 1
+    token = _COMPILING.set(True)
     try:
         yield
     finally:
-        _STACK.depth -= 1
+        _COMPILING.reset(token)
 
 
 def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
@@ -225,31 +223,51 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
     >>> len(graph.hidden_groups)
     1
     """
-    # extract_module_info restores every state it traced; the later passes only read jaxprs.
-    with _guard_recursion(), diagnostic_context() as collector:
-        minfo = extract_module_info(model, *model_args, control_flow=control_flow)
-        if not minfo.hidden_path_to_invar:
-            raise _errors.CompilationError(
-                f"`{type(model).__name__}` has no HiddenState used by its update step, so there is "
-                "nothing to learn online. Store recurrent state in `brainstate.HiddenState` and "
-                "initialise it (brainstate.nn.init_all_states) before compiling."
-            )
-        hidden_groups, hid_path_to_group = find_hidden_groups_from_minfo(minfo)
-        for i, group in enumerate(hidden_groups):
-            if group.index != i:
-                raise _errors.CompilationError(f"internal: hidden group {group.index} is at position {i}.")
-        relations = find_hidden_param_op_relations_from_minfo(minfo, hid_path_to_group)
-        minfo = minfo.add_jaxpr_outs(_needed_temporaries(minfo, hidden_groups, relations))
-        perturb = (add_hidden_perturbation_from_minfo(minfo, hidden_groups, relations)
-                   if include_hidden_perturb else None)
-        return ETraceGraph(
-            module_info=minfo,
-            hidden_groups=hidden_groups,
-            hid_path_to_group=hid_path_to_group,
-            hidden_param_op_relations=relations,
-            hidden_perturb=perturb,
-            diagnostics=collector.records(),
+    records: list[CompilationRecord] = []
+    with _guard_recursion():
+        try:
+            graph = _run_passes(model, model_args, include_hidden_perturb, control_flow, records)
+        except _errors.BraintraceError as error:
+            publish_records(records if error.record is None else [*records, error.record])
+            warn_records(records, stacklevel=2)
+            raise
+    publish_records(graph.diagnostics)
+    warn_records(graph.diagnostics, stacklevel=2)
+    return graph
+
+
+def _run_passes(model, model_args, include_hidden_perturb, control_flow, records: list) -> ETraceGraph:
+    """The passes in order; each pass's records are appended to ``records`` as it returns."""
+    # build_module_info restores every state it traced; the later passes only read jaxprs.
+    minfo = _collect(build_module_info(model, *model_args, control_flow=control_flow), records)
+    if not minfo.hidden_path_to_invar:
+        raise _errors.CompilationError(
+            f"`{type(model).__name__}` has no HiddenState used by its update step, so there is "
+            "nothing to learn online. Store recurrent state in `brainstate.HiddenState` and "
+            "initialise it (brainstate.nn.init_all_states) before compiling."
         )
+    hidden_groups, hid_path_to_group = _collect(find_hidden_groups(minfo), records)
+    assert all(g.index == i for i, g in enumerate(hidden_groups)), "hidden group index differs from its position"
+    relations = _collect(find_hidden_param_op_relations(minfo, hid_path_to_group), records)
+    in_control_flow = _collect(report_control_flow(minfo.closed_jaxpr.eqns, minfo.weight_path_to_invars), records)
+    records.extend(report_plain_weight_use(minfo, skip=in_control_flow))
+    records.extend(report_cross_group_coupling(minfo, relations, hid_path_to_group))
+    minfo = minfo.add_jaxpr_outs(_needed_temporaries(minfo, hidden_groups, relations))
+    perturb = (_collect(add_hidden_perturbation(minfo, hidden_groups, relations), records)
+               if include_hidden_perturb else None)
+    return ETraceGraph(
+        module_info=minfo,
+        hidden_groups=hidden_groups,
+        hid_path_to_group=hid_path_to_group,
+        hidden_param_op_relations=relations,
+        hidden_perturb=perturb,
+        diagnostics=tuple(records),
+    )
+
+
+def _collect(result, records: list):
+    records.extend(result.records)
+    return result.value
 
 
 def _needed_temporaries(minfo: ModuleInfo, groups, relations) -> list:

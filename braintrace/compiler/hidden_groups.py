@@ -22,14 +22,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import brainstate
 import jax
 import jax.numpy as jnp
 
 from .._jax_compat import Jaxpr, JaxprEqn
 from .._jax_compat import lax_primitives as P
 from ..ops.primitive import etp_rule_of, is_etp_primitive
-from .diagnostics import DiagnosticKind, DiagnosticLevel, emit, format_path
-from .elementwise import non_elementwise_equations
+from .diagnostics import DiagnosticKind, DiagnosticLevel, PassResult, deliver_records, format_path, new_record
+from .elementwise_check import non_elementwise_equations
 from .jaxpr_tools import (
     MIXING_PRIMITIVES,
     backward_slice,
@@ -40,7 +41,7 @@ from .jaxpr_tools import (
 )
 from .module_info import ModuleInfo
 
-__all__ = ["HiddenGroup", "find_hidden_groups_from_minfo", "is_transition_boundary"]
+__all__ = ["HiddenGroup", "find_hidden_groups", "find_hidden_groups_from_minfo", "is_transition_boundary"]
 
 Path = tuple[str, ...]
 
@@ -213,48 +214,54 @@ def find_hidden_groups_from_minfo(minfo: ModuleInfo):
     >>> [g.hidden_paths for g in groups]
     [[('c',), ('h',)]]
     """
-    eqns = list(minfo.closed_jaxpr.eqns)
+    result = find_hidden_groups(minfo)
+    deliver_records(result.records, stacklevel=2)
+    return result.value
+
+
+def _couple(minfo: ModuleInfo, eqns, records: list) -> _UnionFind:
+    """Union the hidden paths whose new value depends element-wise on another's old value."""
     paths = list(minfo.hidden_path_to_invar)
     uf = _UnionFind(paths)
     crosses = lambda eqn: not is_transition_boundary(eqn)  # noqa: E731
-
     for path in paths:
-        invar = minfo.hidden_path_to_invar[path]
-        reached = forward_closure([invar], eqns, crosses=crosses)
+        reached = forward_closure([minfo.hidden_path_to_invar[path]], eqns, crosses=crosses)
         for other in paths:
-            if other == path:
-                continue
-            outvar = minfo.hidden_path_to_outvar[other]
-            if outvar not in reached:
+            if other == path or minfo.hidden_path_to_outvar[other] not in reached:
                 continue
             if minfo.hidden_varshapes[path][0] != minfo.hidden_varshapes[other][0] or not _same_layer(path, other):
-                emit(
+                records.append(new_record(
                     DiagnosticKind.HIDDEN_COUPLING_DROPPED, DiagnosticLevel.WARNING,
                     f"The new value of `{format_path(other)}` depends element-wise on the old value of "
                     f"`{format_path(path)}`, but they have different shapes or lie in different layers, so "
                     "they are kept in separate groups and this coupling is ignored by the traces.",
                     hidden_paths=(path, other),
-                )
+                ))
                 continue
             uf.union(path, other)
+    return uf
 
+
+def find_hidden_groups(minfo: ModuleInfo) -> PassResult[tuple[list, dict]]:
+    """:func:`find_hidden_groups_from_minfo` with its records, without warning."""
+    eqns = list(minfo.closed_jaxpr.eqns)
+    records: list = []
+    uf = _couple(minfo, eqns, records)
     members_by_root: dict[Path, list[Path]] = {}
-    for path in paths:
+    for path in minfo.hidden_path_to_invar:
         members_by_root.setdefault(uf.find(path), []).append(path)
-
     groups: list[HiddenGroup] = []
     hid_path_to_group: dict[Path, HiddenGroup] = {}
     state_by_path = minfo.states_by_path()
     for members in members_by_root.values():
-        group = _build_group(len(groups), members, minfo, eqns, state_by_path)
+        group = _build_group(len(groups), members, minfo, eqns, state_by_path, records)
         groups.append(group)
         for p in members:
             hid_path_to_group[p] = group
-    return groups, hid_path_to_group
+    return PassResult((groups, hid_path_to_group), tuple(records))
 
 
-
-def _build_group(index, members, minfo: ModuleInfo, eqns, state_by_path) -> HiddenGroup:
+def _build_group(index, members, minfo: ModuleInfo, eqns, state_by_path, records: list) -> HiddenGroup:
     invars = [minfo.hidden_path_to_invar[p] for p in members]
     outvars = [minfo.hidden_path_to_outvar[p] for p in members]
     crosses = lambda eqn: not is_transition_boundary(eqn)  # noqa: E731
@@ -271,27 +278,27 @@ def _build_group(index, members, minfo: ModuleInfo, eqns, state_by_path) -> Hidd
     invar_set = set(invars)
     varshape, _ = minfo.hidden_varshapes[members[0]]
     num_states = tuple(minfo.hidden_varshapes[p][1] for p in members)
-    has_group_state = any(isinstance(state_by_path[p], _group_state_type()) for p in members)
+    has_group_state = any(isinstance(state_by_path[p], brainstate.HiddenGroupState) for p in members)
 
     if len(members) > 1:
-        emit(DiagnosticKind.HIDDEN_GROUP_MERGED, DiagnosticLevel.INFO,
+        records.append(new_record(DiagnosticKind.HIDDEN_GROUP_MERGED, DiagnosticLevel.INFO,
              f"Hidden states {', '.join('`' + format_path(p) + '`' for p in members)} are coupled "
              f"element-wise and form group {index} with {sum(num_states)} states per position.",
-             hidden_paths=members, context={"group": index, "num_state": sum(num_states)})
+             hidden_paths=members, context={"group": index, "num_state": sum(num_states)}))
     if not chosen and not any(o in invar_set for o in outvars):
-        emit(DiagnosticKind.HIDDEN_GROUP_ZERO_RECURRENCE, DiagnosticLevel.INFO,
+        records.append(new_record(DiagnosticKind.HIDDEN_GROUP_ZERO_RECURRENCE, DiagnosticLevel.INFO,
              f"The new value of group {index} ({', '.join('`' + format_path(p) + '`' for p in members)}) "
              "does not depend on its old value through parameter-free ops (for example an Elman "
              "RNN, whose recurrence runs through a weight). Its Jacobian D is zero and recurrent "
              "weights learn through the trace's instantaneous term only.",
-             hidden_paths=members, context={"group": index})
+             hidden_paths=members, context={"group": index}))
     offenders = non_elementwise_equations(chosen, allow_state_axis=has_group_state)
     if offenders:
-        emit(DiagnosticKind.TRANSITION_NOT_ELEMENTWISE, DiagnosticLevel.WARNING,
+        records.append(new_record(DiagnosticKind.TRANSITION_NOT_ELEMENTWISE, DiagnosticLevel.WARNING,
              f"The transition of group {index} uses ops that may mix positions "
              f"({', '.join(sorted({str(e.primitive) for e in offenders}))}); its per-position "
              "Jacobian D keeps only the diagonal, so traces through it are approximate.",
-             hidden_paths=members, context={"group": index, "primitives": sorted({str(e.primitive) for e in offenders})})
+             hidden_paths=members, context={"group": index, "primitives": sorted({str(e.primitive) for e in offenders})}))
     return HiddenGroup(
         index=index,
         hidden_paths=list(members),
@@ -304,10 +311,4 @@ def _build_group(index, members, minfo: ModuleInfo, eqns, state_by_path) -> Hidd
         num_states=num_states,
         is_diagonal_recurrence=True,
     )
-
-
-def _group_state_type():
-    import brainstate
-
-    return brainstate.HiddenGroupState
 

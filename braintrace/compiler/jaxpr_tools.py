@@ -15,7 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import jax.extend.core as jex_core
+
 from .._jax_compat import (
+    DropVar,
     Jaxpr,
     JaxprEqn,
     Literal,
@@ -38,14 +41,17 @@ __all__ = [
     "ELEMENTWISE_PRIMITIVES",
     "STATE_AXIS_PRIMITIVES",
     "is_var",
+    "is_drop_var",
+    "contains_primitive",
     "inline_calls",
     "rename_body",
-    "evaluate_equations",
+    "evaluate_jaxpr",
+    "evaluate_flat",
     "producer_map",
-    "consumer_map",
     "forward_closure",
     "backward_slice",
     "jaxpr_from_slice",
+    "make_eqn",
 ]
 
 # Calls whose body is inlined into the flat jaxpr.
@@ -84,6 +90,21 @@ STATE_AXIS_PRIMITIVES = frozenset(
 
 def is_var(atom) -> bool:
     return isinstance(atom, Var) and not isinstance(atom, Literal)
+
+
+def is_drop_var(atom) -> bool:
+    """Whether ``atom`` is an output JAX discards (printed ``_``)."""
+    return isinstance(atom, DropVar)
+
+
+def contains_primitive(jaxpr, predicate: Callable[[Any], bool]) -> bool:
+    """Whether ``jaxpr``, or any body nested in it, has an equation whose primitive satisfies ``predicate``."""
+    for eqn in jaxpr.eqns:
+        if predicate(eqn.primitive):
+            return True
+        if any(contains_primitive(sub, predicate) for sub in jex_core.jaxprs_in_params(eqn.params)):
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------------------
@@ -166,11 +187,11 @@ def inline_calls(eqns: Sequence[JaxprEqn], outvars: Sequence[Any]):
             inner, consts, constvars = body
             # Reuse the call's own output vars for the body's results where possible.
             keep = {i: o for i, o in zip(inner.outvars, eqn.outvars, strict=True)
-                    if is_var(i) and is_var(o) and not _is_drop(o)}
+                    if is_var(i) and is_var(o) and not is_drop_var(o)}
             body_eqns, outputs = rename_body(inner, consts, constvars, invars, lifted, keep)
             walk(body_eqns)
             for output, outer_out in zip(outputs, eqn.outvars, strict=True):
-                if not is_var(outer_out) or _is_drop(outer_out):
+                if not is_var(outer_out) or is_drop_var(outer_out):
                     continue
                 mapped = resolve(output)
                 if mapped is not outer_out:
@@ -181,35 +202,31 @@ def inline_calls(eqns: Sequence[JaxprEqn], outvars: Sequence[Any]):
     return out_eqns, final_outvars, lifted, alias
 
 
-def _is_drop(v) -> bool:
-    return type(v).__name__ == "DropVar"
-
-
 # --------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------
-def evaluate_equations(eqns: Iterable[JaxprEqn], env: dict) -> dict:
-    """Evaluate ``eqns`` in order, reading and writing values in ``env`` (keyed by Var)."""
-
-    def read(atom):
-        if isinstance(atom, Literal):
-            return atom.val
-        return env[atom]
-
-    for eqn in eqns:
-        outs = bind_equation(eqn, [read(a) for a in eqn.invars])
-        for v, value in zip(eqn.outvars, outs, strict=True):
-            if not _is_drop(v):
-                env[v] = value
-    return env
-
-
 def evaluate_jaxpr(jaxpr: Jaxpr, const_values: Sequence[Any], args: Sequence[Any]) -> list:
-    """Evaluate an open jaxpr from values of its constvars and invars."""
+    """Evaluate a jaxpr from values of its constvars and invars (on arrays or tracers).
+
+    The one evaluator of the compiler: equations are bound in order in a local ``env``.
+    """
     env = dict(zip(jaxpr.constvars, const_values, strict=True))
     env.update(zip(jaxpr.invars, args, strict=True))
-    evaluate_equations(jaxpr.eqns, env)
-    return [a.val if isinstance(a, Literal) else env[a] for a in jaxpr.outvars]
+
+    def read(atom):
+        return atom.val if isinstance(atom, Literal) else env[atom]
+
+    for eqn in jaxpr.eqns:
+        outs = bind_equation(eqn, [read(a) for a in eqn.invars])
+        for v, value in zip(eqn.outvars, outs, strict=True):
+            if not is_drop_var(v):
+                env[v] = value
+    return [read(a) for a in jaxpr.outvars]
+
+
+def evaluate_flat(jaxpr: Jaxpr, flat_inputs: Sequence[Any]) -> list:
+    """:func:`evaluate_jaxpr` of a jaxpr with attached constants (the flat step)."""
+    return evaluate_jaxpr(jaxpr, jaxpr.consts, flat_inputs)
 
 
 # --------------------------------------------------------------------------------------
@@ -219,17 +236,8 @@ def producer_map(eqns: Sequence[JaxprEqn]) -> dict[Var, int]:
     out = {}
     for i, eqn in enumerate(eqns):
         for v in eqn.outvars:
-            if is_var(v) and not _is_drop(v):
+            if is_var(v) and not is_drop_var(v):
                 out[v] = i
-    return out
-
-
-def consumer_map(eqns: Sequence[JaxprEqn]) -> dict[Var, list[int]]:
-    out: dict[Var, list[int]] = {}
-    for i, eqn in enumerate(eqns):
-        for a in eqn.invars:
-            if is_var(a):
-                out.setdefault(a, []).append(i)
     return out
 
 
@@ -256,7 +264,7 @@ def forward_closure(
                 blocked.append(i)
             continue
         for v in eqn.outvars:
-            if is_var(v) and not _is_drop(v):
+            if is_var(v) and not is_drop_var(v):
                 reached.add(v)
                 if v not in stop_at:
                     frontier.add(v)

@@ -1,12 +1,14 @@
 # Copyright 2026 The braintrace authors. Licensed under the Apache License, Version 2.0.
-"""Pass 1: trace one model step into a flat jaxpr and classify its states.
+"""Pass 1: trace one model step, and classify the states of the canonical step.
 
-The model's ``update(*args)`` is traced with brainstate's ``StatefulFunction``, giving a
-jaxpr whose inputs are ``leaves(args) + leaves(state values)`` and whose outputs are
-``leaves(output) + leaves(new state values)``, with states in first-access order. Every
-``jit`` body is inlined so that later passes can identify values by ``Var`` identity.
-States are classified as hidden (``HiddenState`` and subclasses: one array each), weights
-(``ParamState``: every leaf) and other states.
+:func:`trace_step` traces the model's ``update(*args)`` with brainstate's
+``StatefulFunction``, giving a jaxpr whose inputs are ``leaves(args) + leaves(state
+values)`` and whose outputs are ``leaves(output) + leaves(new state values)``, with states
+in first-access order. :func:`classify_states` tabulates the canonical step (see
+:mod:`braintrace.compiler.canonicalize`): states are classified as hidden (``HiddenState``
+and subclasses: one array each), weights (``ParamState``: every leaf) and other states.
+:func:`extract_module_info` runs trace, canonicalisation, the ``while_loop`` check and
+classification in that order.
 """
 
 from __future__ import annotations
@@ -18,14 +20,22 @@ import brainstate
 import jax
 
 from .. import _errors
-from .._jax_compat import Jaxpr, Literal, Var, build_jaxpr, new_var
-from .._jax_compat import lax_primitives as P
-from .canonicalize import canonicalize_control_flow
+from .._jax_compat import Jaxpr, Var, build_jaxpr
+from .canonicalize import canonicalize_step
 from .control_flow_policy import ControlFlowPolicy
-from .diagnostics import DiagnosticKind, DiagnosticLevel, emit
-from .jaxpr_tools import evaluate_equations, inline_calls, is_var, make_eqn
+from .control_flow_report import check_while_loops
+from .diagnostics import (
+    DiagnosticKind,
+    DiagnosticLevel,
+    PassResult,
+    deliver_records,
+    format_path,
+    new_record,
+    publish_records,
+)
+from .jaxpr_tools import evaluate_flat, is_var
 
-__all__ = ["ModuleInfo", "extract_module_info"]
+__all__ = ["ModuleInfo", "TracedStep", "classify_states", "evaluate_flat", "extract_module_info", "trace_step"]
 
 Path = tuple[str, ...]
 
@@ -187,20 +197,193 @@ class ModuleInfo(NamedTuple):
         return weights, hidden, other
 
 
-def evaluate_flat(jaxpr: Jaxpr, flat_inputs: Sequence[Any]) -> list:
-    """Evaluate the flat step jaxpr on flat inputs (constants taken from the jaxpr)."""
-    env = dict(zip(jaxpr.constvars, jaxpr.consts, strict=True))
-    env.update(zip(jaxpr.invars, flat_inputs, strict=True))
-    evaluate_equations(jaxpr.eqns, env)
-    return [a.val if isinstance(a, Literal) else env[a] for a in jaxpr.outvars]
+class TracedStep(NamedTuple):
+    """The raw trace of one step: the jaxpr and the states it reads and writes, in input order."""
+
+    stateful_model: Any
+    jaxpr: Jaxpr
+    states: tuple
+    write_state_ids: frozenset
+    retrieved_model_states: dict
+    state_id_to_path: dict
+    out_treedef: Any
+
+    def state_leaf_slices(self) -> list[tuple[Any, slice, slice]]:
+        """Per state, ``(state, invar slice, outvar slice)`` of its leaves in the step jaxpr."""
+        n_leaves = [jax.tree.structure(st.value).num_leaves for st in self.states]
+        i_in = len(self.jaxpr.invars) - sum(n_leaves)
+        i_out = len(self.jaxpr.outvars) - sum(n_leaves)
+        out = []
+        for st, n in zip(self.states, n_leaves, strict=True):
+            out.append((st, slice(i_in, i_in + n), slice(i_out, i_out + n)))
+            i_in += n
+            i_out += n
+        return out
 
 
-def _path_str(path) -> str:
-    return ".".join(map(str, path))
+def _trace(model, args):
+    """``(stateful, jaxpr, states, write_state_ids, out_treedef)``; every state value restored."""
+    retrieved = dict(model.states())
+    stateful = brainstate.transform.StatefulFunction(model.update, return_only_write=False)
+    # The trace must not change the model: remember every state value and restore it.
+    before = {id(st): st.value for st in retrieved.values()}
+    try:
+        stateful.make_jaxpr(*args)
+        cache_key = stateful.get_arg_cache_key(*args)
+        traced = stateful.get_jaxpr_by_cache(cache_key)
+        states = tuple(stateful.get_states_by_cache(cache_key))
+        write_states = frozenset(id(s) for s in stateful.get_write_states_by_cache(cache_key))
+        out_treedef = stateful.get_out_treedef_by_cache(cache_key)
+    finally:
+        for st in retrieved.values():
+            if id(st) in before and st.value is not before[id(st)]:
+                st.value = before[id(st)]
+    return stateful, traced, states, write_states, out_treedef
+
+
+def trace_step(model: brainstate.nn.Module, *args) -> PassResult[TracedStep]:
+    """Trace ``model.update(*args)`` without changing the model's states.
+
+    Returns the trace with a ``state_mismatch`` record per state the step does not use.
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not a brainstate module.
+    NotSupportedError
+        If the step writes a ``ParamState``.
+    """
+    if not isinstance(model, brainstate.nn.Module):
+        raise TypeError(
+            f"compile_etrace_graph expects a `brainstate.nn.Module`; got {type(model).__name__}."
+        )
+    retrieved = dict(model.states())
+    state_id_to_path = {id(st): path for path, st in retrieved.items()}
+    stateful, traced, states, write_states, out_treedef = _trace(model, args)
+    for st in states:
+        if isinstance(st, brainstate.ParamState) and id(st) in write_states:
+            path = state_id_to_path.get(id(st), ("<unknown>",))
+            raise _errors.NotSupportedError(
+                f"The step writes the ParamState `{format_path(path)}`; parameters must stay constant "
+                "within a step for online learning. Keep changing quantities in a HiddenState or "
+                "another non-parameter state."
+            )
+    unknown = 0
+    for st in states:
+        if id(st) not in state_id_to_path:
+            state_id_to_path[id(st)] = (f"_unknown_path_{unknown}",)
+            unknown += 1
+    touched = {id(st) for st in states}
+    records = tuple(
+        new_record(DiagnosticKind.STATE_MISMATCH, DiagnosticLevel.INFO,
+                   f"State `{format_path(path)}` is not used by the step; it is ignored.",
+                   hidden_paths=(path,) if isinstance(st, brainstate.HiddenState) else ())
+        for path, st in retrieved.items() if id(st) not in touched)
+    step = TracedStep(stateful, traced, states, write_states, retrieved, state_id_to_path, out_treedef)
+    return PassResult(step, records)
+
+
+def _hidden_and_weight_tables(traced: TracedStep, jaxpr: Jaxpr, state_tree_invars, state_tree_outvars) -> dict:
+    hidden_path_to_invar, hidden_path_to_outvar, hidden_varshapes = {}, {}, {}
+    weight_path_to_invars, invar_to_weight_path = {}, {}
+    weight_invars: list[Var] = []
+    for st, ins, outs in zip(traced.states, state_tree_invars, state_tree_outvars, strict=True):
+        path = traced.state_id_to_path[id(st)]
+        if isinstance(st, brainstate.ParamState):
+            weight_path_to_invars[path] = list(ins)
+            for v in ins:
+                invar_to_weight_path[v] = path
+                if v not in weight_invars:
+                    weight_invars.append(v)
+        elif isinstance(st, brainstate.HiddenState):
+            if len(ins) != 1:
+                raise _errors.CompilationError(
+                    f"HiddenState `{format_path(path)}` holds {len(ins)} arrays; a hidden state must "
+                    "hold exactly one array. Use several HiddenStates or a HiddenGroupState."
+                )
+            hidden_path_to_invar[path] = ins[0]
+            hidden_path_to_outvar[path] = outs[0]
+            shape = tuple(ins[0].aval.shape)
+            if isinstance(st, brainstate.HiddenGroupState):
+                hidden_varshapes[path] = (shape[:-1], shape[-1])
+            else:
+                hidden_varshapes[path] = (shape, 1)
+    outvar_to_hidden_path = {}
+    for p, v in hidden_path_to_outvar.items():
+        outvar_to_hidden_path.setdefault(v, p)
+    return dict(
+        hidden_path_to_invar=hidden_path_to_invar,
+        hidden_path_to_outvar=hidden_path_to_outvar,
+        invar_to_hidden_path={v: p for p, v in hidden_path_to_invar.items()},
+        outvar_to_hidden_path=outvar_to_hidden_path,
+        hidden_outvar_to_invar={hidden_path_to_outvar[p]: hidden_path_to_invar[p] for p in hidden_path_to_invar},
+        weight_invars=tuple(weight_invars),
+        weight_path_to_invars=weight_path_to_invars,
+        invar_to_weight_path=invar_to_weight_path,
+        hidden_varshapes=hidden_varshapes,
+    )
+
+
+def classify_states(traced: TracedStep, jaxpr: Jaxpr, policy: ControlFlowPolicy | None = None) -> ModuleInfo:
+    """Tabulate the states of ``traced`` against the vars of its canonical step ``jaxpr``.
+
+    ``jaxpr`` must have the traced step's inputs and output positions (as
+    :func:`~braintrace.compiler.canonicalize.canonicalize_step` guarantees).
+
+    Raises
+    ------
+    CompilationError
+        If a ``HiddenState`` holds more than one array.
+    """
+    slices = traced.state_leaf_slices()
+    state_tree_invars = tuple(tuple(jaxpr.invars[ins]) for _, ins, _ in slices)
+    state_tree_outvars = tuple(tuple(jaxpr.outvars[outs]) for _, _, outs in slices)
+    num_var_state = sum(len(v) for v in state_tree_invars)
+    return ModuleInfo(
+        stateful_model=traced.stateful_model,
+        closed_jaxpr=jaxpr,
+        retrieved_model_states=traced.retrieved_model_states,
+        compiled_model_states=traced.states,
+        state_id_to_path=traced.state_id_to_path,
+        state_tree_invars=state_tree_invars,
+        state_tree_outvars=state_tree_outvars,
+        num_var_out=len(jaxpr.outvars) - num_var_state,
+        num_var_state=num_var_state,
+        out_treedef=traced.out_treedef,
+        state_treedefs=tuple(jax.tree.structure(st.value) for st in traced.states),
+        control_flow=policy,
+        **_hidden_and_weight_tables(traced, jaxpr, state_tree_invars, state_tree_outvars),
+    )
+
+
+def build_module_info(model: brainstate.nn.Module, *args,
+                      control_flow: ControlFlowPolicy | None = None) -> PassResult[ModuleInfo]:
+    """Trace, canonicalise, check ``while_loop`` uses and classify: :func:`extract_module_info` with records."""
+    policy = ControlFlowPolicy.resolve(control_flow)
+    traced = trace_step(model, *args)
+    step = traced.value
+    weight_leaves, hidden_in, hidden_out_indices = {}, [], []
+    for st, ins, outs in step.state_leaf_slices():
+        if isinstance(st, brainstate.ParamState):
+            weight_leaves[step.state_id_to_path[id(st)]] = list(step.jaxpr.invars[ins])
+        elif isinstance(st, brainstate.HiddenState):
+            hidden_in.extend(step.jaxpr.invars[ins])
+            hidden_out_indices.extend(range(outs.start, outs.stop))
+    watched = [v for leaves in weight_leaves.values() for v in leaves] + hidden_in
+    canonical = canonicalize_step(step.jaxpr, policy, watched=watched, hidden_out_indices=hidden_out_indices)
+    jaxpr = canonical.value
+    checked = check_while_loops(jaxpr.eqns, policy, weight_path_to_invars=weight_leaves, hidden_invars=hidden_in,
+                                hidden_outvars=[jaxpr.outvars[i] for i in hidden_out_indices])
+    minfo = classify_states(step, jaxpr, policy)
+    return PassResult(minfo, traced.records + canonical.records + checked.records)
 
 
 def extract_module_info(model: brainstate.nn.Module, *args, control_flow: ControlFlowPolicy | None = None) -> ModuleInfo:
     """Trace one step of ``model`` and tabulate its states.
+
+    Runs :func:`trace_step`, :func:`~braintrace.compiler.canonicalize.canonicalize_step`,
+    :func:`~braintrace.compiler.control_flow_report.check_while_loops` and
+    :func:`classify_states`; warns once per ``warning``-level record.
 
     Parameters
     ----------
@@ -233,145 +416,10 @@ def extract_module_info(model: brainstate.nn.Module, *args, control_flow: Contro
     >>> list(info.hidden_path_to_invar)
     [('h',)]
     """
-    policy = ControlFlowPolicy.resolve(control_flow)
-    if not isinstance(model, brainstate.nn.Module):
-        raise TypeError(
-            f"compile_etrace_graph expects a `brainstate.nn.Module`; got {type(model).__name__}."
-        )
-    retrieved = dict(model.states())
-    state_id_to_path = {id(st): path for path, st in retrieved.items()}
-
-    stateful = brainstate.transform.StatefulFunction(model.update, return_only_write=False)
-    # The trace must not change the model: remember every state value and restore it.
-    before = {id(st): st.value for st in retrieved.values()}
     try:
-        stateful.make_jaxpr(*args)
-        cache_key = stateful.get_arg_cache_key(*args)
-        traced = stateful.get_jaxpr_by_cache(cache_key)
-        states = tuple(stateful.get_states_by_cache(cache_key))
-        write_states = set(id(s) for s in stateful.get_write_states_by_cache(cache_key))
-        out_treedef = stateful.get_out_treedef_by_cache(cache_key)
-    finally:
-        for st in retrieved.values():
-            if id(st) in before and st.value is not before[id(st)]:
-                st.value = before[id(st)]
-
-    for st in states:
-        if isinstance(st, brainstate.ParamState) and id(st) in write_states:
-            path = state_id_to_path.get(id(st), ("<unknown>",))
-            raise _errors.NotSupportedError(
-                f"The step writes the ParamState `{_path_str(path)}`; parameters must stay constant "
-                "within a step for online learning. Keep changing quantities in a HiddenState or "
-                "another non-parameter state."
-            )
-
-    unknown = 0
-    for st in states:
-        if id(st) not in state_id_to_path:
-            state_id_to_path[id(st)] = (f"_unknown_path_{unknown}",)
-            unknown += 1
-    touched = {id(st) for st in states}
-    for path, st in retrieved.items():
-        if id(st) not in touched:
-            emit(DiagnosticKind.STATE_MISMATCH, DiagnosticLevel.INFO,
-                 f"State `{_path_str(path)}` is not used by the step; it is ignored.",
-                 hidden_paths=(path,) if isinstance(st, brainstate.HiddenState) else ())
-
-    eqns, outvars, lifted, _ = inline_calls(traced.eqns, traced.outvars)
-    eqns, outvars, lifted_in_flow = canonicalize_control_flow(
-        eqns, outvars, policy, **_state_vars_for_canonicalization(states, state_id_to_path, traced, outvars))
-    lifted = lifted + lifted_in_flow
-    # Normalise literal outputs into vars so that every output has an identity.
-    for i, atom in enumerate(outvars):
-        if isinstance(atom, Literal):
-            fresh = new_var(atom.aval)
-            eqns.append(make_eqn([atom], [fresh], P.copy_p))
-            outvars[i] = fresh
-    constvars = list(traced.constvars) + [v for v, _ in lifted]
-    consts = list(traced.consts) + [c for _, c in lifted]
-    jaxpr = build_jaxpr(constvars, consts, traced.invars, outvars, eqns)
-
-    # Tables.
-    state_treedefs = tuple(jax.tree.structure(st.value) for st in states)
-    n_state_leaves = [st_def.num_leaves for st_def in state_treedefs]
-    n_args = len(jaxpr.invars) - sum(n_state_leaves)
-    num_var_out = len(outvars) - sum(n_state_leaves)
-    state_tree_invars, state_tree_outvars = [], []
-    i_in, i_out = n_args, num_var_out
-    for n in n_state_leaves:
-        state_tree_invars.append(tuple(jaxpr.invars[i_in:i_in + n]))
-        state_tree_outvars.append(tuple(outvars[i_out:i_out + n]))
-        i_in += n
-        i_out += n
-
-    hidden_path_to_invar, hidden_path_to_outvar, hidden_varshapes = {}, {}, {}
-    weight_path_to_invars, invar_to_weight_path = {}, {}
-    weight_invars: list[Var] = []
-    for st, ins, outs in zip(states, state_tree_invars, state_tree_outvars, strict=True):
-        path = state_id_to_path[id(st)]
-        if isinstance(st, brainstate.ParamState):
-            weight_path_to_invars[path] = list(ins)
-            for v in ins:
-                invar_to_weight_path[v] = path
-                if v not in weight_invars:
-                    weight_invars.append(v)
-        elif isinstance(st, brainstate.HiddenState):
-            if len(ins) != 1:
-                raise _errors.CompilationError(
-                    f"HiddenState `{_path_str(path)}` holds {len(ins)} arrays; a hidden state must "
-                    "hold exactly one array. Use several HiddenStates or a HiddenGroupState."
-                )
-            hidden_path_to_invar[path] = ins[0]
-            hidden_path_to_outvar[path] = outs[0]
-            shape = tuple(ins[0].aval.shape)
-            if isinstance(st, brainstate.HiddenGroupState):
-                hidden_varshapes[path] = (shape[:-1], shape[-1])
-            else:
-                hidden_varshapes[path] = (shape, 1)
-    invar_to_hidden_path = {v: p for p, v in hidden_path_to_invar.items()}
-    outvar_to_hidden_path = {}
-    for p, v in hidden_path_to_outvar.items():
-        outvar_to_hidden_path.setdefault(v, p)
-    hidden_outvar_to_invar = {hidden_path_to_outvar[p]: hidden_path_to_invar[p] for p in hidden_path_to_invar}
-
-    return ModuleInfo(
-        stateful_model=stateful,
-        closed_jaxpr=jaxpr,
-        retrieved_model_states=retrieved,
-        compiled_model_states=states,
-        state_id_to_path=state_id_to_path,
-        state_tree_invars=tuple(state_tree_invars),
-        state_tree_outvars=tuple(state_tree_outvars),
-        hidden_path_to_invar=hidden_path_to_invar,
-        hidden_path_to_outvar=hidden_path_to_outvar,
-        invar_to_hidden_path=invar_to_hidden_path,
-        outvar_to_hidden_path=outvar_to_hidden_path,
-        hidden_outvar_to_invar=hidden_outvar_to_invar,
-        weight_invars=tuple(weight_invars),
-        weight_path_to_invars=weight_path_to_invars,
-        invar_to_weight_path=invar_to_weight_path,
-        num_var_out=num_var_out,
-        num_var_state=sum(n_state_leaves),
-        out_treedef=out_treedef,
-        state_treedefs=state_treedefs,
-        hidden_varshapes=hidden_varshapes,
-        control_flow=policy,
-    )
-
-
-def _state_vars_for_canonicalization(states, state_id_to_path, traced, outvars) -> dict:
-    """Weight leaf invars by path, and the hidden input/output vars, of the traced step."""
-    n_leaves = [jax.tree.structure(st.value).num_leaves for st in states]
-    i_in = len(traced.invars) - sum(n_leaves)
-    i_out = len(outvars) - sum(n_leaves)
-    weight_leaves, hidden_in, hidden_out = {}, [], []
-    for st, n in zip(states, n_leaves, strict=True):
-        ins, outs = traced.invars[i_in:i_in + n], outvars[i_out:i_out + n]
-        if isinstance(st, brainstate.ParamState):
-            weight_leaves[state_id_to_path[id(st)]] = list(ins)
-        elif isinstance(st, brainstate.HiddenState):
-            hidden_in.extend(ins)
-            hidden_out.extend(outs)
-        i_in += n
-        i_out += n
-    return {"weight_leaves": weight_leaves, "hidden_invars": hidden_in, "hidden_outvars": hidden_out}
+        result = build_module_info(model, *args, control_flow=control_flow)
+    except _errors.BraintraceError as error:
+        publish_records(() if error.record is None else (error.record,))
+        raise
+    deliver_records(result.records, stacklevel=2)
+    return result.value

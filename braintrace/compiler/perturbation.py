@@ -31,12 +31,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from .._jax_compat import Jaxpr, Literal, build_jaxpr, new_var
+from .._jax_compat import Jaxpr, build_jaxpr, new_var
 from .._jax_compat import lax_primitives as P
-from .diagnostics import DiagnosticKind, DiagnosticLevel, emit, format_path
+from ..ops.primitive import etp_rule_of
+from .diagnostics import DiagnosticKind, DiagnosticLevel, PassResult, deliver_records, format_path, new_record
 from .jaxpr_tools import (
     backward_slice,
-    evaluate_equations,
+    evaluate_jaxpr,
     forward_closure,
     is_var,
     make_eqn,
@@ -90,10 +91,7 @@ class HiddenPerturbation(NamedTuple):
                     f"got {tuple(getattr(value, 'shape', ()))}."
                 )
         jaxpr = self.perturb_jaxpr
-        env = dict(zip(jaxpr.constvars, jaxpr.consts, strict=True))
-        env.update(zip(jaxpr.invars, list(inputs) + list(perturb_data), strict=True))
-        evaluate_equations(jaxpr.eqns, env)
-        return [a.val if isinstance(a, Literal) else env[a] for a in jaxpr.outvars]
+        return evaluate_jaxpr(jaxpr, jaxpr.consts, list(inputs) + list(perturb_data))
 
 
 
@@ -119,6 +117,13 @@ def add_hidden_perturbation_from_minfo(minfo: ModuleInfo, hidden_groups=None, re
     >>> pert.perturb_hidden_paths
     [('h',)]
     """
+    result = add_hidden_perturbation(minfo, hidden_groups, relations)
+    deliver_records(result.records, stacklevel=2)
+    return result.value
+
+
+def add_hidden_perturbation(minfo: ModuleInfo, hidden_groups=None, relations=None) -> PassResult[HiddenPerturbation]:
+    """:func:`add_hidden_perturbation_from_minfo` with its records, without warning."""
     jaxpr = minfo.closed_jaxpr
     eqns = list(jaxpr.eqns)
     outvars = list(jaxpr.outvars)
@@ -201,21 +206,23 @@ def add_hidden_perturbation_from_minfo(minfo: ModuleInfo, hidden_groups=None, re
         path for path, v in minfo.hidden_path_to_invar.items()
         if forward_closure([v], new_eqns, crosses=crosses) & readable
     )
+    records = []
     if bypass_params:
-        emit(DiagnosticKind.OUTPUT_BYPASSES_HIDDEN, DiagnosticLevel.INFO,
+        records.append(new_record(
+             DiagnosticKind.OUTPUT_BYPASSES_HIDDEN, DiagnosticLevel.INFO,
              f"ParamState(s) {', '.join('`' + format_path(p) + '`' for p in bypass_params)} reach the step output "
              "along paths no eligibility trace carries (a readout, or through another op's input); that "
              "part of their gradient is exact and computed in the same step.",
              context={"bypass_param_paths": [format_path(p) for p in bypass_params],
-                      "bypass_hidden_paths": [format_path(p) for p in bypass_hidden]})
-    return HiddenPerturbation(
+                      "bypass_hidden_paths": [format_path(p) for p in bypass_hidden]}))
+    return PassResult(HiddenPerturbation(
         perturb_vars=perturb_vars,
         perturb_hidden_paths=perturb_paths,
         perturb_hidden_states=perturb_states,
         perturb_jaxpr=perturb_jaxpr,
         bypass_param_paths=bypass_params,
         bypass_hidden_paths=bypass_hidden,
-    )
+    ), tuple(records))
 
 
 class _CrossGroupRouting:
@@ -307,6 +314,4 @@ class _CrossGroupRouting:
 
 
 def _trainable_positions(eqn):
-    from ..ops.primitive import etp_rule_of
-
     return etp_rule_of(eqn.primitive).trainable_inputs(**eqn.params)

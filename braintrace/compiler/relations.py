@@ -31,9 +31,8 @@ import numpy as np
 from .._jax_compat import Jaxpr, Primitive, Var
 from .._jax_compat import lax_primitives as P
 from ..ops.primitive import etp_rule_of, is_etp_primitive
-from .control_flow import report_control_flow
-from .diagnostics import DiagnosticKind, DiagnosticLevel, emit, format_path
-from .elementwise import non_elementwise_equations
+from .diagnostics import DiagnosticKind, DiagnosticLevel, PassResult, deliver_records, format_path, new_record
+from .elementwise_check import non_elementwise_equations
 from .hidden_groups import HiddenGroup
 from .jaxpr_tools import (
     backward_slice,
@@ -45,7 +44,12 @@ from .jaxpr_tools import (
 )
 from .module_info import ModuleInfo
 
-__all__ = ["PathClassification", "HiddenParamOpRelation", "find_hidden_param_op_relations_from_minfo"]
+__all__ = [
+    "PathClassification",
+    "HiddenParamOpRelation",
+    "find_hidden_param_op_relations",
+    "find_hidden_param_op_relations_from_minfo",
+]
 
 Path = tuple[str, ...]
 
@@ -239,188 +243,178 @@ def find_hidden_param_op_relations_from_minfo(minfo: ModuleInfo, hid_path_to_gro
     >>> sorted(r.trainable_paths["weight"][0] for r in rels)
     ['Wh', 'Wz']
     """
+    result = find_hidden_param_op_relations(minfo, hid_path_to_group)
+    deliver_records(result.records, stacklevel=2)
+    return result.value
+
+
+class _Step(NamedTuple):
+    """What every op of one step is analysed against."""
+
+    minfo: ModuleInfo
+    eqns: list
+    producers: dict
+    hidden_outvars: set
+    readable_outvars: set
+    hid_path_to_group: Mapping
+
+
+def find_hidden_param_op_relations(minfo: ModuleInfo, hid_path_to_group: Mapping[Path, HiddenGroup],
+                                   ) -> PassResult[list]:
+    """:func:`find_hidden_param_op_relations_from_minfo` with its records, without warning."""
     for path in minfo.hidden_path_to_invar:
         if path not in hid_path_to_group:
             raise ValueError(f"hidden state `{format_path(path)}` has no hidden group; run the group pass first.")
     eqns = list(minfo.closed_jaxpr.eqns)
-    producers = producer_map(eqns)
-    outvar_to_path = minfo.outvar_to_hidden_path
-    hidden_outvars = set(outvar_to_path)
-    n_out = minfo.num_var_out
-    model_outvars = set(v for v in minfo.closed_jaxpr.outvars[:n_out] if is_var(v))
-    _, hidden_state_outs, other_state_outs = minfo.split_state_outvars()
-    readable_outvars = model_outvars | set(v for v in other_state_outs if is_var(v))
-
+    _, _, other_state_outs = minfo.split_state_outvars()
+    model_outvars = set(v for v in minfo.closed_jaxpr.outvars[:minfo.num_var_out] if is_var(v))
+    step = _Step(minfo, eqns, producer_map(eqns), set(minfo.outvar_to_hidden_path),
+                 model_outvars | set(v for v in other_state_outs if is_var(v)), hid_path_to_group)
     relations: list[HiddenParamOpRelation] = []
+    records: list = []
     for index, eqn in enumerate(eqns):
-        if not is_etp_primitive(eqn.primitive):
-            continue
-        rule = etp_rule_of(eqn.primitive)
-        prim_name = str(eqn.primitive)
-        x_var = None if rule.x_index is None else eqn.invars[rule.x_index]
-        x_var = x_var if is_var(x_var) else None
-        y_var = eqn.outvars[0]
+        if is_etp_primitive(eqn.primitive):
+            relation = _relate_op(step, index, eqn, records)
+            if relation is not None:
+                relations.append(relation)
+    return PassResult(relations, tuple(records))
 
-        # 1. trainable inputs
-        trainable_vars, trainable_paths, leaf_indices, param_states, chains, jaxprs = {}, {}, {}, {}, {}, {}
-        for key, position in rule.trainable_inputs(**eqn.params).items():
-            var = eqn.invars[position]
-            path, leaf, chain, jaxpr, problem = _resolve_trainable(var, minfo, eqns, producers)
-            if problem is not None:
-                emit(DiagnosticKind.TRAINABLE_INVAR_NOT_PARAMSTATE,
-                     DiagnosticLevel.INFO if problem in ("a literal constant", "computed without any ParamState")
-                     else DiagnosticLevel.WARNING,
-                     f"Input `{key}` of `{prim_name}` is {problem}; it is not trained online.",
-                     primitive=prim_name, context={"key": key, "equation": index})
+
+def _trainable_inputs(step: _Step, index: int, eqn, records: list) -> dict:
+    """The op's trainable inputs resolved to ParamState leaves, field by relation field."""
+    prim_name = str(eqn.primitive)
+    found = {name: {} for name in ("trainable_vars", "trainable_paths", "trainable_leaf_indices",
+                                   "trainable_param_states", "trainable_processing_chains",
+                                   "trainable_processing_jaxprs")}
+    for key, position in etp_rule_of(eqn.primitive).trainable_inputs(**eqn.params).items():
+        var = eqn.invars[position]
+        path, leaf, chain, jaxpr, problem = _resolve_trainable(var, step.minfo, step.eqns, step.producers)
+        if problem is not None:
+            records.append(new_record(
+                DiagnosticKind.TRAINABLE_INVAR_NOT_PARAMSTATE,
+                DiagnosticLevel.INFO if problem in ("a literal constant", "computed without any ParamState")
+                else DiagnosticLevel.WARNING,
+                f"Input `{key}` of `{prim_name}` is {problem}; it is not trained online.",
+                primitive=prim_name, context={"key": key, "equation": index}))
+            continue
+        found["trainable_vars"][key] = var
+        found["trainable_paths"][key] = path
+        found["trainable_leaf_indices"][key] = leaf
+        found["trainable_param_states"][key] = step.minfo.states_by_path()[path]
+        found["trainable_processing_chains"][key] = chain
+        if jaxpr is not None:
+            found["trainable_processing_jaxprs"][key] = jaxpr
+            records.append(new_record(
+                DiagnosticKind.WEIGHT_PROCESSED_OUTSIDE_OP, DiagnosticLevel.INFO,
+                f"`{format_path(path)}` is processed by ({', '.join(map(str, chain))}) before `{prim_name}`; "
+                "the online gradient is pulled back through that processing exactly.",
+                primitive=prim_name, weight_path=path, context={"key": key, "chain": [str(c) for c in chain]}))
+    return found
+
+
+def _kept_groups(step: _Step, y_var, full: set, direct: set, prim_name: str, weight_paths, records: list):
+    """The groups ``y`` reaches directly and broadcasts to, each with its reached members."""
+    direct_groups = []
+    for v in direct:
+        if v in step.hidden_outvars:
+            g = step.hid_path_to_group[step.minfo.outvar_to_hidden_path[v]]
+            if g not in direct_groups:
+                direct_groups.append(g)
+    kept = []
+    for g in sorted(direct_groups, key=lambda g: g.index):
+        reached = [p for p, v in zip(g.hidden_paths, g.hidden_outvars, strict=True) if v in full]
+        bad = [p for p in reached if not _broadcasts_to(y_var.aval.shape, g.varshape)]
+        if not bad:
+            kept.append((g, reached))
+            continue
+        for path in weight_paths:
+            records.append(new_record(
+                DiagnosticKind.RELATION_EXCLUDED_SHAPE_MISMATCH, DiagnosticLevel.WARNING,
+                f"The output of `{prim_name}` has shape {tuple(y_var.aval.shape)}, which does not "
+                f"broadcast to the shape {tuple(g.varshape)} of hidden group {g.index}; slicing or "
+                "reshaping between an ETP op and a hidden state is not supported, so this "
+                "connection is dropped.",
+                primitive=prim_name, weight_path=path, hidden_paths=bad,
+                context={"group": g.index, "y_shape": tuple(y_var.aval.shape), "varshape": tuple(g.varshape)}))
+    return kept, bool(direct_groups)
+
+
+def _classify(step: _Step, index: int, y_var, kept_groups, prim_name: str, weight_paths, records: list):
+    """``(classification, connected paths)``: direct or mixed, per reached member."""
+    eqns = step.eqns
+    unrestricted = forward_closure([y_var], eqns, crosses=lambda e: e.primitive is not P.stop_gradient_p)
+    classification, connected = {}, []
+    for g, reached in kept_groups:
+        for path, outvar in zip(g.hidden_paths, g.hidden_outvars, strict=True):
+            if path not in reached:
                 continue
-            trainable_vars[key] = var
-            trainable_paths[key] = path
-            leaf_indices[key] = leaf
-            param_states[key] = minfo.states_by_path()[path]
-            chains[key] = chain
-            if jaxpr is not None:
-                jaxprs[key] = jaxpr
-                emit(DiagnosticKind.WEIGHT_PROCESSED_OUTSIDE_OP, DiagnosticLevel.INFO,
-                     f"`{format_path(path)}` is processed by ({', '.join(map(str, chain))}) before `{prim_name}`; "
-                     "the online gradient is pulled back through that processing exactly.",
-                     primitive=prim_name, weight_path=path, context={"key": key, "chain": [str(c) for c in chain]})
-        weight_paths = list(dict.fromkeys(trainable_paths.values()))
-        if not trainable_vars:
-            emit(DiagnosticKind.RELATION_EXCLUDED_NO_PARAMSTATE, DiagnosticLevel.WARNING,
-                 f"No trainable input of `{prim_name}` comes from a ParamState; the op is treated as "
-                 "a fixed function. Pass `param_state.value` to the op to train it online.",
-                 primitive=prim_name, context={"equation": index})
-            continue
-
-        # 2. reachability
-        blocked: list[int] = []
-        direct = forward_closure([y_var], eqns, crosses=_crosses, stop_at=hidden_outvars, blocked=blocked)
-        direct_groups = []
-        for v in direct:
-            if v in hidden_outvars:
-                g = hid_path_to_group[outvar_to_path[v]]
-                if g not in direct_groups:
-                    direct_groups.append(g)
-        full_blocked: list[int] = []
-        full = forward_closure([y_var], eqns, crosses=_crosses, blocked=full_blocked)
-
-        # 3. shape filter, per group
-        kept_groups = []
-        for g in sorted(direct_groups, key=lambda g: g.index):
-            reached = [p for p, v in zip(g.hidden_paths, g.hidden_outvars, strict=True) if v in full]
-            bad = [p for p in reached if not _broadcasts_to(y_var.aval.shape, g.varshape)]
-            if bad:
-                for path in weight_paths:
-                    emit(DiagnosticKind.RELATION_EXCLUDED_SHAPE_MISMATCH, DiagnosticLevel.WARNING,
-                         f"The output of `{prim_name}` has shape {tuple(y_var.aval.shape)}, which does not "
-                         f"broadcast to the shape {tuple(g.varshape)} of hidden group {g.index}; slicing or "
-                         "reshaping between an ETP op and a hidden state is not supported, so this "
-                         "connection is dropped.",
-                         primitive=prim_name, weight_path=path, hidden_paths=bad,
-                         context={"group": g.index, "y_shape": tuple(y_var.aval.shape),
-                                  "varshape": tuple(g.varshape)})
+            connected.append(path)
+            order, _ = backward_slice([outvar], eqns, include=lambda i, e: True)
+            mid = [eqns[i] for i in order if i != index and any(
+                is_var(o) and o in unrestricted for o in eqns[i].outvars)]
+            mixed = any(_is_blocking(e) for e in mid)
+            classification[path] = PathClassification.MIXED if mixed else PathClassification.ALL_DIRECT
+            if not mixed:
                 continue
-            kept_groups.append((g, reached))
-
-        if not kept_groups:
-            _emit_unconnected(prim_name, weight_paths, blocked, eqns, minfo, y_var, readable_outvars,
-                              any_direct=bool(direct_groups))
-            continue
-
-        # 4. classification and 5. tails
-        unrestricted = forward_closure([y_var], eqns, crosses=lambda e: e.primitive is not P.stop_gradient_p)
-        classification, connected, tails = {}, [], []
-        for g, reached in kept_groups:
-            for path, outvar in zip(g.hidden_paths, g.hidden_outvars, strict=True):
-                if path not in reached:
-                    continue
-                connected.append(path)
-                order, _ = backward_slice([outvar], eqns, include=lambda i, e: True)
-                mid = [eqns[i] for i in order if i != index and any(
-                    is_var(o) and o in unrestricted for o in eqns[i].outvars)]
-                mixed = any(_is_blocking(e) for e in mid)
-                classification[path] = PathClassification.MIXED if mixed else PathClassification.ALL_DIRECT
-                if mixed:
-                    for wpath in weight_paths:
-                        emit(DiagnosticKind.RELATION_PARTIAL_PATH, DiagnosticLevel.WARNING,
-                             f"The output of `{prim_name}` reaches `{format_path(path)}` both directly and through "
-                             "another ETP op; the trace keeps the direct part only, so the online gradient "
-                             "misses the indirect part.",
-                             primitive=prim_name, weight_path=wpath, hidden_paths=(path,))
-            tails.append(_build_tail(eqns, index, y_var, g, full, prim_name, weight_paths))
-        for wpath in weight_paths:
-            emit(DiagnosticKind.RELATION_INCLUDED, DiagnosticLevel.INFO,
-                 f"`{prim_name}` feeds hidden group(s) {[g.index for g, _ in kept_groups]} "
-                 f"({', '.join('`' + format_path(p) + '`' for p in connected)}); it is trained online with an "
-                 "eligibility trace.",
-                 primitive=prim_name, weight_path=wpath, hidden_paths=connected,
-                 context={"groups": [g.index for g, _ in kept_groups],
-                          "classification": {format_path(p): c.value for p, c in classification.items()},
-                          "keys": [k for k, p in trainable_paths.items() if p == wpath]})
-        relations.append(HiddenParamOpRelation(
-            primitive=eqn.primitive,
-            x_var=x_var,
-            y_var=y_var,
-            hidden_groups=[g for g, _ in kept_groups],
-            y_to_hidden_group_jaxprs=tails,
-            connected_hidden_paths=connected,
-            eqn_params=dict(eqn.params),
-            path_classification=classification,
-            trainable_vars=trainable_vars,
-            trainable_paths=trainable_paths,
-            trainable_leaf_indices=leaf_indices,
-            trainable_param_states=param_states,
-            trainable_processing_chains=chains,
-            trainable_processing_jaxprs=jaxprs,
-        ))
-    in_control_flow = report_control_flow(minfo)
-    _check_plain_weight_use(minfo, eqns, skip=in_control_flow)
-    _report_cross_group_coupling(minfo, eqns, relations, hid_path_to_group)
-    return relations
+            for wpath in weight_paths:
+                records.append(new_record(
+                    DiagnosticKind.RELATION_PARTIAL_PATH, DiagnosticLevel.WARNING,
+                    f"The output of `{prim_name}` reaches `{format_path(path)}` both directly and through "
+                    "another ETP op; the trace keeps the direct part only, so the online gradient "
+                    "misses the indirect part.",
+                    primitive=prim_name, weight_path=wpath, hidden_paths=(path,)))
+    return classification, connected
 
 
-def _report_cross_group_coupling(minfo: ModuleInfo, eqns, relations, hid_path_to_group) -> None:
-    """Warn where a traced weight's group feeds another group that carries memory.
+def _relate_op(step: _Step, index: int, eqn, records: list) -> HiddenParamOpRelation | None:
+    """The relation of the ETP equation ``eqns[index]``, or None (with the reason recorded)."""
+    rule = etp_rule_of(eqn.primitive)
+    prim_name = str(eqn.primitive)
+    x_var = None if rule.x_index is None else eqn.invars[rule.x_index]
+    y_var = eqn.outvars[0]
+    trainable = _trainable_inputs(step, index, eqn, records)
+    weight_paths = list(dict.fromkeys(trainable["trainable_paths"].values()))
+    if not trainable["trainable_vars"]:
+        records.append(new_record(
+            DiagnosticKind.RELATION_EXCLUDED_NO_PARAMSTATE, DiagnosticLevel.WARNING,
+            f"No trainable input of `{prim_name}` comes from a ParamState; the op is treated as "
+            "a fixed function. Pass `param_state.value` to the op to train it online.",
+            primitive=prim_name, context={"equation": index}))
+        return None
+    blocked: list[int] = []
+    direct = forward_closure([y_var], step.eqns, crosses=_crosses, stop_at=step.hidden_outvars, blocked=blocked)
+    full = forward_closure([y_var], step.eqns, crosses=_crosses)
+    kept_groups, any_direct = _kept_groups(step, y_var, full, direct, prim_name, weight_paths, records)
+    if not kept_groups:
+        if not any_direct:  # a shape mismatch is already recorded
+            _record_unconnected(step, prim_name, weight_paths, blocked, y_var, records)
+        return None
+    classification, connected = _classify(step, index, y_var, kept_groups, prim_name, weight_paths, records)
+    tails = [_build_tail(step.eqns, index, y_var, g, full, prim_name, weight_paths, records) for g, _ in kept_groups]
+    for wpath in weight_paths:
+        records.append(new_record(
+            DiagnosticKind.RELATION_INCLUDED, DiagnosticLevel.INFO,
+            f"`{prim_name}` feeds hidden group(s) {[g.index for g, _ in kept_groups]} "
+            f"({', '.join('`' + format_path(p) + '`' for p in connected)}); it is trained online with an "
+            "eligibility trace.",
+            primitive=prim_name, weight_path=wpath, hidden_paths=connected,
+            context={"groups": [g.index for g, _ in kept_groups],
+                     "classification": {format_path(p): c.value for p, c in classification.items()},
+                     "keys": [k for k, p in trainable["trainable_paths"].items() if p == wpath]}))
+    return HiddenParamOpRelation(
+        primitive=eqn.primitive,
+        x_var=x_var if is_var(x_var) else None,
+        y_var=y_var,
+        hidden_groups=[g for g, _ in kept_groups],
+        y_to_hidden_group_jaxprs=tails,
+        connected_hidden_paths=connected,
+        eqn_params=dict(eqn.params),
+        path_classification=classification,
+        **trainable,
+    )
 
-    A relation's trace follows its own groups' recurrence only. When such a group ``a``
-    reaches the new value of another group ``b`` (a stacked layer, a leaky readout) and
-    ``b``'s old value is read by the step (``b`` has memory), the weight's influence through
-    ``b`` at later steps is dropped, whether the coupling is element-wise or dense.
-    """
-    groups = list({id(g): g for g in hid_path_to_group.values()}.values())
-    if len(groups) < 2:
-        return
-    crosses = lambda e: e.primitive is not P.stop_gradient_p  # noqa: E731
-    all_outvars = set(v for v in minfo.closed_jaxpr.outvars if is_var(v))
-    reads_old = {}
-    for g in groups:
-        start = set(g.hidden_invars)
-        reads_old[g.index] = bool((forward_closure(g.hidden_invars, eqns, crosses=crosses) - start) & all_outvars)
-    reaches = {g.index: forward_closure(list(g.hidden_invars) + list(g.hidden_outvars), eqns, crosses=crosses)
-               for g in groups}
-    for rel in relations:
-        own = {g.index for g in rel.hidden_groups}
-        weight_paths = list(dict.fromkeys(rel.trainable_paths.values()))
-        for a in rel.hidden_groups:
-            for b in groups:
-                if b.index in own or not reads_old[b.index]:
-                    continue
-                if not set(b.hidden_outvars) & reaches[a.index]:
-                    continue
-                for wpath in weight_paths:
-                    emit(DiagnosticKind.CROSS_GROUP_COUPLING_DROPPED, DiagnosticLevel.WARNING,
-                         f"`{format_path(wpath)}` is traced through hidden group {a.index} "
-                         f"({', '.join('`' + format_path(p) + '`' for p in a.hidden_paths)}), which feeds hidden "
-                         f"group {b.index} ({', '.join('`' + format_path(p) + '`' for p in b.hidden_paths)}); "
-                         f"group {b.index} carries memory, so the weight's influence through it at later steps "
-                         "is dropped and its online gradient is approximate (its same-step part is exact). "
-                         "Accept the approximation, or make the weight feed the group whose memory matters.",
-                         primitive=str(rel.primitive), weight_path=wpath,
-                         hidden_paths=tuple(a.hidden_paths) + tuple(b.hidden_paths),
-                         context={"group": a.index, "downstream_group": b.index})
 
-
-def _build_tail(eqns, op_index, y_var, group: HiddenGroup, depends_on_y, prim_name, weight_paths) -> Jaxpr:
+def _build_tail(eqns, op_index, y_var, group: HiddenGroup, depends_on_y, prim_name, weight_paths, records) -> Jaxpr:
     def include(i, eqn):
         if i == op_index or _is_blocking(eqn):
             return False
@@ -433,85 +427,57 @@ def _build_tail(eqns, op_index, y_var, group: HiddenGroup, depends_on_y, prim_na
     if offenders:
         names = sorted({str(e.primitive) for e in offenders})
         for wpath in weight_paths:
-            emit(DiagnosticKind.TAIL_NOT_ELEMENTWISE, DiagnosticLevel.WARNING,
-                 f"Between `{prim_name}` and hidden group {group.index} there are ops that may mix "
-                 f"positions ({', '.join(names)}); ∂h/∂y is taken as row sums, which is exact only for "
-                 "element-wise tails.",
-                 primitive=prim_name, weight_path=wpath, hidden_paths=group.hidden_paths,
-                 context={"group": group.index, "primitives": names})
+            records.append(new_record(
+                DiagnosticKind.TAIL_NOT_ELEMENTWISE, DiagnosticLevel.WARNING,
+                f"Between `{prim_name}` and hidden group {group.index} there are ops that may mix "
+                f"positions ({', '.join(names)}); ∂h/∂y is taken as row sums, which is exact only for "
+                "element-wise tails.",
+                primitive=prim_name, weight_path=wpath, hidden_paths=group.hidden_paths,
+                context={"group": group.index, "primitives": names}))
     return jaxpr_from_slice(chosen, free, [y_var], list(group.hidden_outvars))
 
 
-def _emit_unconnected(prim_name, weight_paths, blocked, eqns, minfo, y_var, readable_outvars, any_direct):
-    if any_direct:
-        return  # shape mismatch already reported
+def _blocking_weights(step: _Step, blocked: list[int]) -> list[str]:
+    names = []
+    for i in blocked:
+        e = step.eqns[i]
+        if not _is_blocking(e):
+            continue
+        for pos in etp_rule_of(e.primitive).trainable_inputs(**e.params).values():
+            v = e.invars[pos]
+            if is_var(v) and v in step.minfo.invar_to_weight_path:
+                names.append(format_path(step.minfo.invar_to_weight_path[v]))
+    return sorted(set(names))
+
+
+def _record_unconnected(step: _Step, prim_name, weight_paths, blocked, y_var, records: list) -> None:
+    """Why an op whose output reaches no hidden group directly has no relation."""
+    eqns = step.eqns
     if blocked:
-        blockers = []
-        for i in blocked:
-            e = eqns[i]
-            if _is_blocking(e):
-                rule = etp_rule_of(e.primitive)
-                for pos in rule.trainable_inputs(**e.params).values():
-                    v = e.invars[pos]
-                    if is_var(v) and v in minfo.invar_to_weight_path:
-                        blockers.append(format_path(minfo.invar_to_weight_path[v]))
+        blockers = _blocking_weights(step, blocked)
         reaches_hidden = bool(set(forward_closure(
-            [y_var], eqns, crosses=lambda e: e.primitive is not P.stop_gradient_p)) & set(minfo.outvar_to_hidden_path))
+            [y_var], eqns, crosses=lambda e: e.primitive is not P.stop_gradient_p)) & step.hidden_outvars)
         if reaches_hidden:
             for wpath in weight_paths:
-                emit(DiagnosticKind.RELATION_EXCLUDED_WEIGHT_TO_WEIGHT, DiagnosticLevel.WARNING,
-                     f"The output of `{prim_name}` reaches hidden states only through another trainable op "
-                     f"({', '.join(sorted(set(blockers))) or 'an ETP op'}); per-op traces cannot carry this "
-                     "path, so it has no eligibility trace and learns from its exact same-step gradient only "
-                     "(its influence through earlier hidden values is ignored).",
-                     primitive=prim_name, weight_path=wpath,
-                     context={"blocking_weights": sorted(set(blockers))})
+                records.append(new_record(
+                    DiagnosticKind.RELATION_EXCLUDED_WEIGHT_TO_WEIGHT, DiagnosticLevel.WARNING,
+                    f"The output of `{prim_name}` reaches hidden states only through another trainable op "
+                    f"({', '.join(blockers) or 'an ETP op'}); per-op traces cannot carry this "
+                    "path, so it has no eligibility trace and learns from its exact same-step gradient only "
+                    "(its influence through earlier hidden values is ignored).",
+                    primitive=prim_name, weight_path=wpath, context={"blocking_weights": blockers}))
             return
-    reaches_output = bool(forward_closure([y_var], eqns) & readable_outvars)
+    reaches_output = bool(forward_closure([y_var], eqns) & step.readable_outvars)
     for wpath in weight_paths:
         if reaches_output:
-            emit(DiagnosticKind.RELATION_EXCLUDED_NON_TEMPORAL, DiagnosticLevel.INFO,
-                 f"The output of `{prim_name}` reaches the model output without passing a hidden state "
-                 "(a readout); it needs no trace and gets its exact same-step gradient.",
-                 primitive=prim_name, weight_path=wpath)
+            records.append(new_record(
+                DiagnosticKind.RELATION_EXCLUDED_NON_TEMPORAL, DiagnosticLevel.INFO,
+                f"The output of `{prim_name}` reaches the model output without passing a hidden state "
+                "(a readout); it needs no trace and gets its exact same-step gradient.",
+                primitive=prim_name, weight_path=wpath))
         else:
-            emit(DiagnosticKind.RELATION_EXCLUDED_NON_TEMPORAL, DiagnosticLevel.WARNING,
-                 f"The output of `{prim_name}` reaches neither a hidden state nor the model output; "
-                 "this weight gets no gradient.",
-                 primitive=prim_name, weight_path=wpath)
-
-
-def _reaches_hidden_outside_ops(leaves, eqns, hidden_out) -> list:
-    """Hidden outvars a weight reaches without entering an ETP op as its trainable input."""
-    reached = set(leaves)
-    hits = []
-    for eqn in eqns:
-        positions = [k for k, a in enumerate(eqn.invars) if is_var(a) and a in reached]
-        if not positions or eqn.primitive is P.stop_gradient_p:
-            continue
-        if is_etp_primitive(eqn.primitive):
-            trainable = set(etp_rule_of(eqn.primitive).trainable_inputs(**eqn.params).values())
-            if all(k in trainable for k in positions):
-                continue
-        for v in eqn.outvars:
-            if is_var(v):
-                reached.add(v)
-                if v in hidden_out:
-                    hits.append(v)
-    return hits
-
-
-def _check_plain_weight_use(minfo: ModuleInfo, eqns, skip=frozenset()):
-    hidden_out = set(minfo.outvar_to_hidden_path)
-    for path, leaves in minfo.weight_path_to_invars.items():
-        if path in skip:
-            continue  # reported as weight_in_control_flow
-        hit = [minfo.outvar_to_hidden_path[v] for v in _reaches_hidden_outside_ops(leaves, eqns, hidden_out)]
-        if hit:
-            emit(DiagnosticKind.PLAIN_WEIGHT_OPERATION, DiagnosticLevel.WARNING,
-                 f"ParamState `{format_path(path)}` reaches hidden state(s) "
-                 f"{', '.join('`' + format_path(p) + '`' for p in sorted(set(hit)))} through plain JAX ops, not as the "
-                 "trainable input of an ETP op, so it has no eligibility trace: it learns from its same-step "
-                 "gradient only. Use `braintrace.matmul` / `element_wise` / `conv` / `einsum` for trainable "
-                 "operations.",
-                 weight_path=path, hidden_paths=sorted(set(hit)))
+            records.append(new_record(
+                DiagnosticKind.RELATION_EXCLUDED_NON_TEMPORAL, DiagnosticLevel.WARNING,
+                f"The output of `{prim_name}` reaches neither a hidden state nor the model output; "
+                "this weight gets no gradient.",
+                primitive=prim_name, weight_path=wpath))

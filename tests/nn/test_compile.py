@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import braintrace.compiler
 import braintrace.nn
 from braintrace import DiagnosticKind as K
-from braintrace.compiler.elementwise import library_elementwise_primitives
+from braintrace.compiler.elementwise_check import library_elementwise_primitives
 
 
 class _SpikingNetwork(brainstate.nn.Module):

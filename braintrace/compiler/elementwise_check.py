@@ -19,8 +19,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable
 
+import jax
+import jax.numpy as jnp
+
 from .._jax_compat import JaxprEqn, jaxpr_of_param
 from .._jax_compat import lax_primitives as P
+from ..ops.primitive import etp_rule_of, is_etp_primitive
 from .jaxpr_tools import CALL_PRIMITIVES, ELEMENTWISE_PRIMITIVES, STATE_AXIS_PRIMITIVES
 
 __all__ = ["library_elementwise_primitives", "non_elementwise_equations"]
@@ -31,9 +35,6 @@ _BODY_KEYS = ("call_jaxpr", "fun_jaxpr", "jaxpr")
 
 def _braintools_spike_primitives() -> frozenset:
     """The primitive that produces the output of a ``braintools.surrogate`` spike function."""
-    import jax
-    import jax.numpy as jnp
-
     surrogate = sys.modules["braintools.surrogate"]
     closed = jax.make_jaxpr(surrogate.Sigmoid())(jnp.zeros((2,), dtype=jnp.float32))
     (out,) = closed.jaxpr.outvars
@@ -61,7 +62,7 @@ def library_elementwise_primitives() -> frozenset:
     Examples
     --------
     >>> import braintools
-    >>> from braintrace.compiler.elementwise import library_elementwise_primitives
+    >>> from braintrace.compiler.elementwise_check import library_elementwise_primitives
     >>> sorted(p.name for p in library_elementwise_primitives())
     ['heaviside_surrogate_gradient']
     """
@@ -92,14 +93,7 @@ def _is_elementwise(eqn: JaxprEqn, allow_state_axis: bool, library: frozenset) -
         return False
     if allow_state_axis and prim in STATE_AXIS_PRIMITIVES:
         return True
-    try:
-        from ..ops.primitive import etp_rule_of, is_etp_primitive
-
-        if is_etp_primitive(prim) and etp_rule_of(prim).gradient_enabled:
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    return False
+    return is_etp_primitive(prim) and etp_rule_of(prim).gradient_enabled
 
 
 def non_elementwise_equations(eqns: Iterable[JaxprEqn], allow_state_axis: bool = False) -> list[JaxprEqn]:
