@@ -32,7 +32,8 @@ def kinds_for(graph, path):
 @pytest.mark.parametrize("batch", [None, 2])
 def test_gru_cell(batch):
     x = jnp.ones((batch, 3) if batch else (3,))
-    graph = compiled(bnn.GRUCell(3, 4), x, batch)
+    with pytest.warns(UserWarning, match=r"\[warning\] relation_excluded_weight_to_weight \(weight Wr\.weight\)"):
+        graph = compiled(bnn.GRUCell(3, 4), x, batch)
     assert len(graph.hidden_groups) == 1
     group = graph.hidden_groups[0]
     assert group.hidden_paths == [("h",)] and group.num_state == 1

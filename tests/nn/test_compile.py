@@ -8,6 +8,7 @@ import braintools
 import brainunit as u
 import jax
 import jax.numpy as jnp
+import pytest
 
 import braintrace.compiler
 import braintrace.nn
@@ -80,7 +81,9 @@ class _MixingNeuron(brainstate.nn.Module):
 
 
 def test_an_op_that_mixes_positions_is_still_reported():
-    graph = _compile(_MixingNeuron(), jnp.ones(3))
+    with pytest.warns(UserWarning, match=r"\[warning\] transition_not_elementwise .*cumsum"), \
+            pytest.warns(UserWarning, match=r"\[warning\] tail_not_elementwise .*cumsum"):
+        graph = _compile(_MixingNeuron(), jnp.ones(3))
     (record,) = graph.explain(kind=K.TRANSITION_NOT_ELEMENTWISE)
     assert "cumsum" in record.message and "heaviside" not in record.message
 

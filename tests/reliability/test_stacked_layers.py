@@ -101,5 +101,6 @@ class ElementwiseAcrossLayers(brainstate.nn.Module):
 
 
 def test_element_wise_cross_layer_coupling_also_names_the_weight():
-    found = records(ElementwiseAcrossLayers())
+    with pytest.warns(UserWarning, match=r"\[warning\] hidden_coupling_dropped \(hidden a, b\)"):
+        found = records(ElementwiseAcrossLayers())
     assert [(r.weight_path, r.hidden_paths) for r in found] == [(("w",), (("a",), ("b",)))]
