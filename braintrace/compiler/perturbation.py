@@ -122,6 +122,37 @@ def add_hidden_perturbation_from_minfo(minfo: ModuleInfo, hidden_groups=None, re
     return result.value
 
 
+def _perturbed_value(h, hat, p, routed) -> list:
+    """Equations writing ``h = stop_gradient(ĥ) + p (+ ĝ - stop_gradient(ĝ))`` from ``ĥ``."""
+    cut = new_var(h.aval)
+    extra = [make_eqn([hat], [cut], P.stop_gradient_p)]
+    if routed is None:
+        return extra + [make_eqn([cut, p], [h], P.add_p)]
+    dup_eqns, g = routed
+    g_cut, delta, base = new_var(h.aval), new_var(h.aval), new_var(h.aval)
+    return extra + list(dup_eqns) + [
+        make_eqn([g], [g_cut], P.stop_gradient_p),
+        make_eqn([g, g_cut], [delta], P.sub_p),
+        make_eqn([cut, p], [base], P.add_p),
+        make_eqn([base, delta], [h], P.add_p),
+    ]
+
+
+def _splice(eqns, prefix_eqns, renamed, insert_after) -> list:
+    """The step with the renamed producers (writing ``ĥ``) and the inserted equations."""
+    new_eqns = list(prefix_eqns)
+    for i, eqn in enumerate(eqns):
+        hits = [(k, hat) for _, (j, k, hat) in renamed.items() if j == i]
+        if hits:
+            outs = list(eqn.outvars)
+            for k, hat in hits:
+                outs[k] = hat
+            eqn = eqn.replace(outvars=outs)
+        new_eqns.append(eqn)
+        new_eqns.extend(insert_after.get(i, []))
+    return new_eqns
+
+
 def add_hidden_perturbation(minfo: ModuleInfo, hidden_groups=None, relations=None) -> PassResult[HiddenPerturbation]:
     """:func:`add_hidden_perturbation_from_minfo` with its records, without warning."""
     jaxpr = minfo.closed_jaxpr
@@ -155,23 +186,8 @@ def add_hidden_perturbation(minfo: ModuleInfo, hidden_groups=None, relations=Non
         if h in producers and h not in renamed:
             i, k = producers[h]
             hat = new_var(h.aval)
-            cut = new_var(h.aval)
             renamed[h] = (i, k, hat)
-            extra = [make_eqn([hat], [cut], P.stop_gradient_p)]
-            routed = cross.duplicate(path, h, i)
-            if routed is None:
-                extra.append(make_eqn([cut, p], [h], P.add_p))
-            else:
-                dup_eqns, g = routed
-                g_cut, delta, base = new_var(h.aval), new_var(h.aval), new_var(h.aval)
-                extra.extend(dup_eqns)
-                extra.extend([
-                    make_eqn([g], [g_cut], P.stop_gradient_p),
-                    make_eqn([g, g_cut], [delta], P.sub_p),
-                    make_eqn([cut, p], [base], P.add_p),
-                    make_eqn([base, delta], [h], P.add_p),
-                ])
-            insert_after.setdefault(i, []).extend(extra)
+            insert_after.setdefault(i, []).extend(_perturbed_value(h, hat, p, cross.duplicate(path, h, i)))
         else:
             # The state is not written by an equation (unchanged, or a copy of another value):
             # synthesise its new value and point its state output slot at it.
@@ -180,17 +196,7 @@ def add_hidden_perturbation(minfo: ModuleInfo, hidden_groups=None, relations=Non
             prefix_eqns.extend([make_eqn([h], [cut], P.stop_gradient_p), make_eqn([cut, p], [fresh], P.add_p)])
             outvars[state_slot[path]] = fresh
 
-    new_eqns = list(prefix_eqns)
-    for i, eqn in enumerate(eqns):
-        hits = [(k, hat) for h, (j, k, hat) in renamed.items() if j == i]
-        if hits:
-            outs = list(eqn.outvars)
-            for k, hat in hits:
-                outs[k] = hat
-            eqn = eqn.replace(outvars=outs)
-        new_eqns.append(eqn)
-        new_eqns.extend(insert_after.get(i, []))
-
+    new_eqns = _splice(eqns, prefix_eqns, renamed, insert_after)
     perturb_jaxpr = build_jaxpr(jaxpr.constvars, jaxpr.consts, list(jaxpr.invars) + perturb_vars, outvars, new_eqns)
 
     # Same-step paths to the outputs that avoid every new hidden value.
