@@ -281,24 +281,27 @@ def _build_group(index, members, minfo: ModuleInfo, eqns, state_by_path, records
     has_group_state = any(isinstance(state_by_path[p], brainstate.HiddenGroupState) for p in members)
 
     if len(members) > 1:
-        records.append(new_record(DiagnosticKind.HIDDEN_GROUP_MERGED, DiagnosticLevel.INFO,
-             f"Hidden states {', '.join('`' + format_path(p) + '`' for p in members)} are coupled "
-             f"element-wise and form group {index} with {sum(num_states)} states per position.",
-             hidden_paths=members, context={"group": index, "num_state": sum(num_states)}))
+        records.append(new_record(
+            DiagnosticKind.HIDDEN_GROUP_MERGED, DiagnosticLevel.INFO,
+            f"Hidden states {', '.join('`' + format_path(p) + '`' for p in members)} are coupled "
+            f"element-wise and form group {index} with {sum(num_states)} states per position.",
+            hidden_paths=members, context={"group": index, "num_state": sum(num_states)}))
     if not chosen and not any(o in invar_set for o in outvars):
-        records.append(new_record(DiagnosticKind.HIDDEN_GROUP_ZERO_RECURRENCE, DiagnosticLevel.INFO,
-             f"The new value of group {index} ({', '.join('`' + format_path(p) + '`' for p in members)}) "
-             "does not depend on its old value through parameter-free ops (for example an Elman "
-             "RNN, whose recurrence runs through a weight). Its Jacobian D is zero and recurrent "
-             "weights learn through the trace's instantaneous term only.",
-             hidden_paths=members, context={"group": index}))
+        records.append(new_record(
+            DiagnosticKind.HIDDEN_GROUP_ZERO_RECURRENCE, DiagnosticLevel.INFO,
+            f"The new value of group {index} ({', '.join('`' + format_path(p) + '`' for p in members)}) "
+            "does not depend on its old value through parameter-free ops (for example an Elman "
+            "RNN, whose recurrence runs through a weight). Its Jacobian D is zero and recurrent "
+            "weights learn through the trace's instantaneous term only.",
+            hidden_paths=members, context={"group": index}))
     offenders = non_elementwise_equations(chosen, allow_state_axis=has_group_state)
     if offenders:
-        records.append(new_record(DiagnosticKind.TRANSITION_NOT_ELEMENTWISE, DiagnosticLevel.WARNING,
-             f"The transition of group {index} uses ops that may mix positions "
-             f"({', '.join(sorted({str(e.primitive) for e in offenders}))}); its per-position "
-             "Jacobian D keeps only the diagonal, so traces through it are approximate.",
-             hidden_paths=members, context={"group": index, "primitives": sorted({str(e.primitive) for e in offenders})}))
+        records.append(new_record(
+            DiagnosticKind.TRANSITION_NOT_ELEMENTWISE, DiagnosticLevel.WARNING,
+            f"The transition of group {index} uses ops that may mix positions "
+            f"({', '.join(sorted({str(e.primitive) for e in offenders}))}); its per-position "
+            "Jacobian D keeps only the diagonal, so traces through it are approximate.",
+            hidden_paths=members, context={"group": index, "primitives": sorted({str(e.primitive) for e in offenders})}))
     return HiddenGroup(
         index=index,
         hidden_paths=list(members),

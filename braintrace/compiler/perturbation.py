@@ -215,12 +215,12 @@ def add_hidden_perturbation(minfo: ModuleInfo, hidden_groups=None, relations=Non
     records = []
     if bypass_params:
         records.append(new_record(
-             DiagnosticKind.OUTPUT_BYPASSES_HIDDEN, DiagnosticLevel.INFO,
-             f"ParamState(s) {', '.join('`' + format_path(p) + '`' for p in bypass_params)} reach the step output "
-             "along paths no eligibility trace carries (a readout, or through another op's input); that "
-             "part of their gradient is exact and computed in the same step.",
-             context={"bypass_param_paths": [format_path(p) for p in bypass_params],
-                      "bypass_hidden_paths": [format_path(p) for p in bypass_hidden]}))
+            DiagnosticKind.OUTPUT_BYPASSES_HIDDEN, DiagnosticLevel.INFO,
+            f"ParamState(s) {', '.join('`' + format_path(p) + '`' for p in bypass_params)} reach the step output "
+            "along paths no eligibility trace carries (a readout, or through another op's input); that "
+            "part of their gradient is exact and computed in the same step.",
+            context={"bypass_param_paths": [format_path(p) for p in bypass_params],
+                     "bypass_hidden_paths": [format_path(p) for p in bypass_hidden]}))
     return PassResult(HiddenPerturbation(
         perturb_vars=perturb_vars,
         perturb_hidden_paths=perturb_paths,
