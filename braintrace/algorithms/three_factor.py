@@ -60,9 +60,9 @@ class ThreeFactor(ParamDimVjpAlgorithm):
     The modulator of a call is ``learner.update(x, modulator=m)`` (or ``learner(x,
     modulator=m)``), or else the standing ``learner.modulator``. It replaces the learning
     signal of every hidden group, whose shape is ``(*varshape, S)`` (``varshape`` includes the
-    batch axis of a batched model; ``S`` is the number of states of the group). ``m`` may be a
-    scalar, have exactly the group's ``varshape`` (broadcast over the ``S`` states), or be
-    anything that broadcasts to ``(*varshape, S)``. A list or tuple raises ``TypeError``; a
+    batch axis of a batched model; ``S`` is the number of states of the group). ``m`` may be
+    anything that broadcasts to the group's ``varshape`` (a scalar, ``(N,)``, ``(B, N)``; it is
+    then shared by the ``S`` states), or else anything that broadcasts to ``(*varshape, S)``. A list or tuple raises ``TypeError``; a
     call without any modulator raises ``ValueError``. In ``vmap`` mode one modulator, shaped for
     one lane, is shared by all lanes. A standing modulator read inside ``jax.jit`` is a
     constant of the compiled function: pass it per call to vary it under ``jit``.
@@ -138,21 +138,16 @@ class ThreeFactor(ParamDimVjpAlgorithm):
         for group in self.graph.hidden_groups:
             varshape = tuple(int(n) for n in group.varshape)
             target = varshape + (int(group.num_state),)
-            if m.shape == varshape:
-                expanded = jnp.broadcast_to(m[..., None], target)
-            else:
-                try:
-                    np.broadcast_shapes(m.shape, target)
-                except ValueError:
-                    raise ValueError(
-                        f"the modulator has shape {m.shape}, which is neither a scalar, hidden group {group.index}'s "
-                        f"varshape {varshape}, nor broadcastable to its learning-signal shape {target} "
-                        "(varshape + number of states)."
-                    ) from None
-                if np.broadcast_shapes(m.shape, target) != target:
-                    raise ValueError(f"the modulator of shape {m.shape} broadcasts beyond hidden group "
-                                     f"{group.index}'s learning-signal shape {target}.")
+            if _broadcasts_to(m.shape, varshape):  # a scalar, the varshape, or e.g. (N,) under a batch
+                expanded = jnp.broadcast_to(m, varshape)[..., None]
+                expanded = jnp.broadcast_to(expanded, target)
+            elif _broadcasts_to(m.shape, target):
                 expanded = jnp.broadcast_to(m, target)
+            else:
+                raise ValueError(
+                    f"the modulator has shape {m.shape}, which is not broadcastable to hidden group {group.index}'s "
+                    f"varshape {varshape} nor to its learning-signal shape {target} (varshape + number of states)."
+                )
             out.append(expanded)
         return tuple(out)
 
@@ -160,6 +155,13 @@ class ThreeFactor(ParamDimVjpAlgorithm):
         if extra is None:  # only reached through paths that refuse ThreeFactor (multi-step windows)
             raise _errors.NotSupportedError("ThreeFactor has no learning signal without a per-step modulator.")
         return [jnp.asarray(m, s.dtype) for m, s in zip(extra, signals, strict=True)]
+
+
+def _broadcasts_to(shape, target) -> bool:
+    try:
+        return np.broadcast_shapes(tuple(shape), tuple(target)) == tuple(target)
+    except ValueError:
+        return False
 
 
 def _check_type(m) -> None:
