@@ -158,3 +158,25 @@ def test_ostl_feedforward_is_pp_prop_with_a_vanishing_decay():
         np.testing.assert_array_equal(flat(ga)[path], flat(gb)[path])
     first, last = train("ostl_feedforward", steps=40)
     assert last < 0.9 * first, f"OSTLFeedforward did not learn: {first:.3f} -> {last:.3f}"
+
+
+@pytest.mark.parametrize("algorithm, options", [
+    ("three_factor", {}),
+    ("eprop", {"feedback": "random", "random_feedback_key": 0, "kappa_filter_decay": 0.3}),
+])
+def test_vmap_lanes_equal_the_batched_learner_under_jit(algorithm, options):
+    """One modulator (one lane's shape) is shared by the lanes; the feedback matrix too."""
+    xs = jnp.linspace(-1.0, 1.0, 4 * 2 * 3).reshape(4, 2, 3)
+    out = []
+    for vmap in (False, True):
+        brainstate.random.seed(0)
+        learner = braintrace.compile(braintrace.nn.GRUCell(3, 4), algorithm, xs[0], batch_size=2, vmap=vmap,
+                                     **options)
+        if algorithm == "three_factor":
+            fn = lambda x, lrn=learner: jnp.sum(lrn(x, modulator=0.7))  # noqa: E731
+        else:
+            fn = lambda x, lrn=learner: jnp.sum(lrn(x) ** 2)  # noqa: E731
+        out.append(brainstate.transform.jit(
+            lambda xs, lrn=learner, fn=fn: lrn.etrace_grad(xs, step_fn=fn, reduction="sum"))(xs))
+    for path in flat(out[0]):
+        np.testing.assert_allclose(flat(out[1])[path], flat(out[0])[path], rtol=1e-5, atol=1e-7)
