@@ -7,12 +7,19 @@ from .config import ETraceConfig
 from .inputs import MultiStepData, SingleStepData
 from .d_rtrl import D_RTRL, ParamDimVjpAlgorithm
 from .drivers import etrace_evolve, etrace_grad
-from .es_d_rtrl import ES_D_RTRL, IODimVjpAlgorithm, pp_prop
+from .eprop import EProp, FixedRandomFeedback, KappaFilter
+from .es_d_rtrl import ES_D_RTRL, IODimVjpAlgorithm, OSTLFeedforward, pp_prop
+from .three_factor import ThreeFactor
 
 __all__ = [
     "ALGORITHMS",
     "D_RTRL",
     "ES_D_RTRL",
+    "EProp",
+    "FixedRandomFeedback",
+    "KappaFilter",
+    "OSTLFeedforward",
+    "ThreeFactor",
     "ETraceConfig",
     "MultiStepData",
     "SingleStepData",

@@ -120,6 +120,18 @@ class ETraceAlgorithm(brainstate.nn.Module):
         """Per relation, ``{key: gradient of the effective op input}``."""
         raise NotImplementedError
 
+    # Rules with their own learning signal (random feedback, a modulator) override these.
+    #: Whether plain parameters get their exact same-step gradient and ``∂L_t/∂h_{t-1}``
+    #: along same-step paths is contracted with the previous traces (the output bypass).
+    same_step_gradients = True
+
+    def learning_signal(self, signals: Sequence[jax.Array], extra) -> list:
+        """The per-group learning signals used by :meth:`solve`, from ``∂L/∂h`` (identity).
+
+        ``extra`` is the per-call value the rule passes to the step (``None`` by default).
+        """
+        return list(signals)
+
     # ------------------------------------------------------------------ compilation
     @property
     def graph(self) -> ETraceGraph:
@@ -263,39 +275,44 @@ class ETraceAlgorithm(brainstate.nn.Module):
     # ------------------------------------------------------------------ the step
     def _build_step(self, compiled: _Compiled) -> Callable:
         graph, layout = compiled.graph, compiled.layout
-        uses_old_signal = bool(graph.hidden_perturb.bypass_hidden_paths)
+        uses_old_signal = bool(graph.hidden_perturb.bypass_hidden_paths) and self.same_step_gradients
+        same_step = self.same_step_gradients
 
         def quantities(temps, params):
             return executor.step_quantities(graph, temps, dict(zip(layout.param_paths, params, strict=True)))
 
-        def primal(args, params, others, traces, step):
+        def primal(args, params, others, traces, step, extra):
             main, temps, _ = executor.run_step(graph, layout, args, params, others)
             q = quantities(temps, params)
             return main, self.roll(traces, q, step)
 
-        def fwd(args, params, others, traces, step):
+        def fwd(args, params, others, traces, step, extra):
             # Under a second derivative these carry tangents; the online gradient is not
             # differentiable, so refuse instead of returning zeros.
             args, params, others, traces = _first_order_only((args, params, others, traces))
             main, temps, vjp_fn = executor.run_step(graph, layout, args, params, others)
             q = quantities(temps, params)
             new_traces = self.roll(traces, q, step)
-            residual = (vjp_fn, new_traces, traces if uses_old_signal else None, q, params, temps, step)
+            residual = (vjp_fn, new_traces, traces if uses_old_signal else None, q, params, temps, step, extra)
             return (main, new_traces), residual
 
         def bwd(residual, cotangents):
-            vjp_fn, new_traces, old_traces, q, params, temps, step = residual
+            vjp_fn, new_traces, old_traces, q, params, temps, step, extra = residual
             d_main, _ = cotangents
             d_main = [jnp.zeros_like(t) if type(t).__name__ == "Zero" else t for t in d_main]
             d_args, d_params, d_others, d_perturb = vjp_fn(d_main)
-            signals = executor.learning_signals(graph, d_perturb)
-            grads = [list(p) for p in d_params]
+            signals = self.learning_signal(executor.learning_signals(graph, d_perturb), extra)
+            if same_step:
+                grads = [list(p) for p in d_params]
+            else:
+                grads = [[jnp.zeros_like(leaf) for leaf in p] for p in d_params]
             self._accumulate(grads, self.solve(new_traces, signals, q, step), params, temps)
             if uses_old_signal:
-                old_signals = executor.old_hidden_signals(graph, layout, d_others)
+                old_signals = self.learning_signal(executor.old_hidden_signals(graph, layout, d_others), extra)
                 self._accumulate(grads, self.solve(old_traces, old_signals, q, step - 1), params, temps)
             zero_traces = jax.tree.map(jnp.zeros_like, new_traces)
-            return d_args, grads, d_others, zero_traces, _float0_like(step)
+            d_extra = jax.tree.map(jnp.zeros_like, extra)
+            return d_args, grads, d_others, zero_traces, _float0_like(step), d_extra
 
         step_fn = jax.custom_vjp(primal)
         step_fn.defvjp(fwd, bwd)
@@ -323,6 +340,10 @@ class ETraceAlgorithm(brainstate.nn.Module):
         inputs the learner was compiled with (keyword inputs are bound to positions of
         ``model.update``); a mismatch raises a ``ValueError``/``TypeError`` naming the input.
         """
+        return self._update(args, kwargs)
+
+    def _update(self, args: tuple, kwargs: dict, extra=None):
+        """:meth:`update` with the rule's per-call value ``extra`` passed to the step."""
         self._assert_compiled("update")
         minfo = self._compiled.graph.module_info
         layout = self._compiled.layout
@@ -337,10 +358,10 @@ class ETraceAlgorithm(brainstate.nn.Module):
         self._compiled.calls += 1
         step = self.running_index.value
         if self.vmap:
-            fn = jax.vmap(self._compiled.step_fn, in_axes=(0, None, 0, 0, None))
+            fn = jax.vmap(self._compiled.step_fn, in_axes=(0, None, 0, 0, None, None))
         else:
             fn = self._compiled.step_fn
-        main, new_traces = fn(arg_leaves, params, others, self.etrace.value, step)
+        main, new_traces = fn(arg_leaves, params, others, self.etrace.value, step, extra)
         n_out = minfo.num_var_out
         out_leaves, other_leaves = main[:n_out], main[n_out:]
         # Rebuild (output, state values) with units, then write the non-parameter states.

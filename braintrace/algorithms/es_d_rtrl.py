@@ -25,7 +25,7 @@ from .base import ETraceAlgorithm
 from .d_rtrl import roll_param_trace, trace_key, zero_param_trace
 from .executor import apply_jacobian
 
-__all__ = ["IODimVjpAlgorithm", "ES_D_RTRL", "pp_prop", "decay_from"]
+__all__ = ["IODimVjpAlgorithm", "ES_D_RTRL", "OSTLFeedforward", "pp_prop", "decay_from"]
 
 
 def decay_from(decay_or_rank) -> float:
@@ -166,3 +166,38 @@ class IODimVjpAlgorithm(ETraceAlgorithm):
 
 ES_D_RTRL = IODimVjpAlgorithm
 pp_prop = IODimVjpAlgorithm
+
+
+class OSTLFeedforward(IODimVjpAlgorithm):
+    """OSTL without the recurrent term: pp-prop with a vanishing decay (``α = 1e-6``).
+
+    With ``α → 0`` the input trace is the current input and the output trace the current
+    ``∂h/∂y``, so the gradient of step ``t`` is the instantaneous ``x_t ⊗ ∂h_t/∂y_t``
+    contracted with the learning signal (Bohnstingl et al., *Online spatio-temporal learning
+    in deep neural networks*, the variant "without H").
+
+    Parameters
+    ----------
+    model : brainstate.nn.Module
+        The model; ``model.update(*inputs)`` runs one step.
+    decay_or_rank : float or int
+        The pp-prop decay (default ``1e-6``), as for :class:`~braintrace.IODimVjpAlgorithm`.
+    name : str, optional
+        Module name.
+    **kwargs
+        The learner options of :class:`~braintrace.IODimVjpAlgorithm`.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import braintrace
+    >>> learner = braintrace.compile(braintrace.nn.GRUCell(3, 4), 'ostl_feedforward', jnp.ones(3))
+    >>> learner.decay, learner.regime
+    (1e-06, 'feedforward')
+    """
+
+    #: The OSTL variant: ``'feedforward'`` (no recurrent H term).
+    regime = "feedforward"
+
+    def __init__(self, model, decay_or_rank=1e-6, name: str | None = None, **kwargs):
+        super().__init__(model, decay_or_rank, name, **kwargs)

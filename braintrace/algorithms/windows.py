@@ -178,8 +178,9 @@ def _contract_entry_traces(learner, grads, entry_traces, signals, quantities, st
     """Add ``Σ_g ⟨signal_g, ε_g⟩``, routed to the ParamState leaves, into ``grads``.
 
     ``signals`` are the raw ``∂L_window/∂h^{t0-1}``; a rule with its own learning signal
-    (random feedback, a modulator) would transform them here before its ``solve``.
+    (random feedback) transforms them with its ``learning_signal`` before its ``solve``.
     """
+    signals = learner.learning_signal(signals, None)
     learner._accumulate(grads, learner.solve(entry_traces, signals, quantities, step), params, temps)
 
 
