@@ -1,7 +1,7 @@
 # Copyright 2026 The braintrace authors. Licensed under the Apache License, Version 2.0.
 """Online-learning algorithms on the compiled graph, and their sequence drivers."""
 
-from .base import EligibilityTrace, ETraceAlgorithm
+from .base import EligibilityTrace, ETraceAlgorithm, ETraceVjpAlgorithm
 from .compile import ALGORITHMS, compile
 from .config import ETraceConfig
 from .inputs import MultiStepData, SingleStepData
@@ -24,6 +24,7 @@ __all__ = [
     "MultiStepData",
     "SingleStepData",
     "ETraceAlgorithm",
+    "ETraceVjpAlgorithm",
     "EligibilityTrace",
     "IODimVjpAlgorithm",
     "ParamDimVjpAlgorithm",

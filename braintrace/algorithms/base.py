@@ -33,7 +33,7 @@ from ..ops.primitive import etp_rule_of
 from . import executor, windows
 from .options import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS, LearnerOptions
 
-__all__ = ["ETraceAlgorithm", "EligibilityTrace"]
+__all__ = ["ETraceAlgorithm", "ETraceVjpAlgorithm", "EligibilityTrace"]
 
 
 class EligibilityTrace(brainstate.ShortTermState):
@@ -150,7 +150,24 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
     @property
     def hidden_states(self) -> dict:
+        """The model's ``HiddenState`` objects by path."""
         return dict(self.model.states(brainstate.HiddenState))
+
+    @property
+    def other_states(self) -> dict:
+        """The model's states that are neither ``ParamState`` nor ``HiddenState``, by path."""
+        return {path: st for path, st in self.model.states().items()
+                if not isinstance(st, (brainstate.ParamState, brainstate.HiddenState))}
+
+    @property
+    def path_to_states(self) -> dict:
+        """Every state of the model by path."""
+        return dict(self.model.states())
+
+    @property
+    def state_id_to_path(self) -> dict:
+        """``{id(state): path}`` for every state of the model."""
+        return {id(st): path for path, st in self.model.states().items()}
 
     def _assert_compiled(self, what: str) -> None:
         if self._compiled.graph is None:
@@ -586,3 +603,7 @@ def _check_hidden_states(model, graph: ETraceGraph) -> None:
 def _float0_like(x):
     # The cotangent of an integer input (the step counter).
     return np.zeros(jnp.shape(x), dtype=jax.dtypes.float0)
+
+
+# The published name of the VJP-based learner base class (every learner here is VJP-based).
+ETraceVjpAlgorithm = ETraceAlgorithm
