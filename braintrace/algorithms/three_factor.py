@@ -18,9 +18,9 @@ from __future__ import annotations
 import brainstate
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .. import _errors
+from .._shapes import broadcasts_to as _broadcasts_to
 from .d_rtrl import ParamDimVjpAlgorithm
 from .options import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS
 
@@ -156,12 +156,6 @@ class ThreeFactor(ParamDimVjpAlgorithm):
             raise _errors.NotSupportedError("ThreeFactor has no learning signal without a per-step modulator.")
         return [jnp.asarray(m, s.dtype) for m, s in zip(extra, signals, strict=True)]
 
-
-def _broadcasts_to(shape, target) -> bool:
-    try:
-        return np.broadcast_shapes(tuple(shape), tuple(target)) == tuple(target)
-    except ValueError:
-        return False
 
 
 def _check_type(m) -> None:

@@ -26,10 +26,9 @@ import enum
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-import numpy as np
-
 from .._jax_compat import Jaxpr, Primitive, Var
 from .._jax_compat import lax_primitives as P
+from .._shapes import broadcasts_to as _broadcasts_to
 from ..ops.primitive import etp_rule_of, is_etp_primitive
 from .diagnostics import DiagnosticKind, DiagnosticLevel, PassResult, deliver_records, format_path, new_record
 from .elementwise_check import non_elementwise_equations
@@ -175,12 +174,6 @@ def _is_blocking(eqn) -> bool:
 def _crosses(eqn) -> bool:
     return eqn.primitive is not P.stop_gradient_p and not _is_blocking(eqn)
 
-
-def _broadcasts_to(shape, target) -> bool:
-    try:
-        return tuple(np.broadcast_shapes(tuple(shape), tuple(target))) == tuple(target)
-    except ValueError:
-        return False
 
 
 def _resolve_trainable(var, minfo: ModuleInfo, eqns, producers):
