@@ -16,9 +16,8 @@ from .control_flow_report import report_control_flow
 from .diagnostics import (
     CompilationRecord,
     DiagnosticKind,
+    deliver_records,
     format_path,
-    publish_records,
-    warn_records,
 )
 from .hidden_groups import HiddenGroup, find_hidden_groups
 from .module_info import ModuleInfo, build_module_info
@@ -228,11 +227,10 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
         try:
             graph = _run_passes(model, model_args, include_hidden_perturb, control_flow, records)
         except _errors.BraintraceError as error:
-            publish_records(records if error.record is None else [*records, error.record])
-            warn_records(records, stacklevel=2)
+            # The error record (level ERROR) is published with the others but not warned.
+            deliver_records(records if error.record is None else [*records, error.record], stacklevel=2)
             raise
-    publish_records(graph.diagnostics)
-    warn_records(graph.diagnostics, stacklevel=2)
+    deliver_records(graph.diagnostics, stacklevel=2)
     return graph
 
 
