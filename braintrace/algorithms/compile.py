@@ -81,7 +81,7 @@ def engine_for_config(config: ETraceConfig):
     ------
     NotSupportedError
         Naming the axis value this version has no engine for (random-projection traces, the
-        coupled or sparse_n scopes, bootstrapped signals, window or sequence-end updates, a
+        coupled or sparse_n scopes with a non-symmetric signal or a filter, bootstrapped signals, window or sequence-end updates, a
         recursion other than the Jacobian on per-parameter traces, unequal io decays, ...).
 
     Examples
@@ -97,7 +97,8 @@ def engine_for_config(config: ETraceConfig):
         raise _errors.NotSupportedError(
             f"ETraceConfig {axis}={value!r} ({what}) has no engine in this version; supported configs are "
             "D_RTRL (per_param, jacobian, diagonal), pp_prop (io_factorized, (scalar_leak, jacobian), diagonal, "
-            "equal decays), EProp (kappa filter / random_feedback) and ThreeFactor (modulatory)."
+            "equal decays), EProp (kappa filter / random_feedback), ThreeFactor (modulatory), OSTLRecurrent (coupled) "
+            "and SnAp (sparse_n), both with the symmetric signal and no filter."
         )
 
     if config.update_schedule != "per_step":

@@ -161,12 +161,13 @@ class SnAp(RuleShim, ParamDimVjpAlgorithm):
     --------
     >>> import brainstate, jax.numpy as jnp
     >>> import braintrace
-    >>> cell = braintrace.nn.GRUCell(3, 4)
-    >>> _ = brainstate.nn.init_all_states(cell)
-    >>> learner = braintrace.SnAp(cell, n=2)
-    >>> graph = learner.compile_graph(jnp.ones(3))   # doctest: +SKIP
-    >>> learner.n
-    2
+    >>> cell = braintrace.nn.ValinaRNNCell(3, 4, activation='tanh')
+    >>> learner = braintrace.compile(cell, braintrace.SnAp, jnp.ones(3), n=2)
+    >>> learner.graph.hidden_groups[0].snap       # a dense recurrence saturates at n = 2
+    SnapPattern(n=2, positions=4, K=4, precise=True)
+    >>> grads = learner.etrace_grad(jnp.ones((5, 3)), step_fn=lambda x: jnp.sum(learner(x) ** 2))
+    >>> sorted(grads)
+    [('W', 'weight')]
     """
 
     def __init__(self, model, n: int = 2, name=None, vjp_method: str = "single-step", fast_solve: bool = True,
