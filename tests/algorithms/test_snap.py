@@ -117,4 +117,5 @@ def test_snap_name_is_class_only():
 @pytest.mark.slow
 def test_learns_the_evidence_task():
     first, last = train(braintrace.SnAp, n=2)
-    assert last < 0.8 * first, (first, last)
+    # Measured: 0.728 -> 0.538 (D-RTRL 0.741 -> 0.607); see benchmarks/results.md.
+    assert last < 0.9 * first, f"SnAp did not learn: {first:.3f} -> {last:.3f}"
