@@ -40,10 +40,7 @@ from .jaxpr_tools import (
     jaxpr_from_slice,
 )
 from .module_info import ModuleInfo
-from .snap_pattern import check_sparse_n, snap_pattern_of_group
-
-# The published default of ``snap_max_jacobian_elements`` (2**24).
-DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS = 16_777_216
+from .snap_pattern import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS, check_sparse_n, snap_pattern_of_group
 
 __all__ = ["HiddenGroup", "find_hidden_groups", "find_hidden_groups_from_minfo", "is_transition_boundary"]
 

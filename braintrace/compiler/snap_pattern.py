@@ -30,7 +30,10 @@ from .._jax_compat import lax_primitives as P
 from .diagnostics import DiagnosticKind, DiagnosticLevel, PassResult, format_path, new_record
 from .elementwise_check import non_elementwise_equations
 
-__all__ = ["SnapPattern", "snap_pattern_of_group", "check_sparse_n"]
+__all__ = ["DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS", "SnapPattern", "snap_pattern_of_group", "check_sparse_n"]
+
+# The published default of ``snap_max_jacobian_elements`` (2**24).
+DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS = 16_777_216
 
 
 class SnapPattern(NamedTuple):

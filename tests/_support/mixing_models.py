@@ -2,6 +2,7 @@
 
 import brainstate
 import brainunit as u
+import jax
 import jax.numpy as jnp
 
 import braintrace
@@ -32,6 +33,19 @@ class TanhRNN(brainstate.nn.Module):
 
     def update(self, x):
         self.h.value = jnp.tanh(self.win(x) + self.w(self.h.value))
+        return self.out(self.h.value)
+
+
+class LeakyTanhRNN(TanhRNN):
+    """``h = sigmoid(τ) ⊙ h + tanh(W_in x + W h)``: an element-wise ETP op next to the dense recurrence."""
+
+    def __init__(self, n_in=3, n_hidden=5, n_out=2):
+        super().__init__(n_in, n_hidden, n_out, scale=0.5)
+        self.tau = brainstate.ParamState(jnp.linspace(-1.0, 2.0, n_hidden))
+
+    def update(self, x):
+        decay = braintrace.element_wise(self.tau.value, weight_fn=jax.nn.sigmoid)
+        self.h.value = decay * self.h.value + jnp.tanh(self.win(x) + self.w(self.h.value))
         return self.out(self.h.value)
 
 
@@ -69,4 +83,4 @@ class SparseRecurrentRNN(brainstate.nn.Module):
         return self.h.value
 
 
-__all__ = ["TanhRNN", "CumsumRNN", "SparseRecurrentRNN", "braintrace"]
+__all__ = ["TanhRNN", "LeakyTanhRNN", "CumsumRNN", "SparseRecurrentRNN"]

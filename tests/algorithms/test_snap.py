@@ -11,7 +11,7 @@ import pytest
 
 import braintrace
 from tests._support import models
-from tests._support.mixing_models import TanhRNN
+from tests._support.mixing_models import LeakyTanhRNN, TanhRNN
 from tests._support.oracle import bptt_grads, flat, online_grads, restore_states, snapshot_states
 from tests._support.tasks import train
 
@@ -66,6 +66,49 @@ def test_saturated_snap_equals_bptt_on_tanh_rnn_and_beats_the_coupled_scope():
         np.testing.assert_allclose(flat(coupled)[path], flat(ostl)[path], rtol=1e-6, atol=1e-8)
     w = ("w", "weight")
     assert np.linalg.norm(flat(coupled)[w] - flat(reference)[w]) > 0.2 * np.linalg.norm(flat(reference)[w])
+
+
+def test_saturated_snap_with_an_elementwise_op_equals_bptt():
+    # the element-wise time constant τ has a (*V, K·S) trace next to the dense matmuls
+    brainstate.random.seed(4)
+    model = LeakyTanhRNN(3, 5, 2)
+    brainstate.nn.init_all_states(model)
+    xs = brainstate.random.randn(8, 3)
+    reference = bptt_grads(model, xs)
+    grads, learner = _grads(model, xs, braintrace.SnAp, n=2)
+    assert learner.graph.hidden_groups[0].snap.num_neighbours == 5
+    for path in reference:
+        _close(grads, reference, path)
+
+
+def test_saturated_snap_through_finite_windows_equals_bptt():
+    # within-group RTRL carries the exact credit across windows (one group, element-wise tails)
+    brainstate.random.seed(5)
+    model = TanhRNN(3, 4, 2)
+    brainstate.nn.init_all_states(model)
+    xs = brainstate.random.randn(8, 3)
+    reference = bptt_grads(model, xs)
+    snap = snapshot_states(model)
+    learner = braintrace.SnAp(model, n=2, vjp_method="multi-step")
+    learner.compile_graph(xs[0])
+    grads = learner.etrace_grad(xs, step_fn=lambda w: jnp.sum(learner(braintrace.MultiStepData(w)) ** 2, axis=-1),
+                                chunk_size=2, reduction="sum")
+    restore_states(model, snap)
+    for path in reference:
+        _close(grads, reference, path)
+
+
+def test_vmap_lanes_equal_the_batched_graph():
+    brainstate.random.seed(6)
+    xs = brainstate.random.randn(T, 2, 3)
+    results = []
+    for vmap in (False, True):
+        brainstate.random.seed(7)
+        model = TanhRNN(3, 4, 2)
+        learner = braintrace.compile(model, braintrace.SnAp, xs[0], batch_size=2, vmap=vmap, n=2)
+        results.append(online_grads(learner, xs))
+    for path in results[0]:
+        np.testing.assert_allclose(flat(results[1])[path], flat(results[0])[path], rtol=1e-5, atol=1e-6)
 
 
 def test_batched_snap_keeps_the_batch_axis_independent():
