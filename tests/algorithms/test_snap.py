@@ -162,3 +162,16 @@ def test_learns_the_evidence_task():
     first, last = train(braintrace.SnAp, n=2)
     # Measured: 0.728 -> 0.538 (D-RTRL 0.741 -> 0.607); see benchmarks/results.md.
     assert last < 0.9 * first, f"SnAp did not learn: {first:.3f} -> {last:.3f}"
+
+
+def test_memory_is_constant_in_length():
+    from tests._support.oracle import squared_loss
+    from tests.algorithms.test_memory import compiled_bytes
+
+    def memory(cls, length, **options):
+        learner = braintrace.compile(models.elman(16, 8, 4), cls, jnp.zeros((8, 16)), batch_size=8, **options)
+        return compiled_bytes(lambda xs: learner.etrace_grad(xs, step_fn=lambda x: squared_loss(learner(x))), length)
+
+    for cls, options in [(braintrace.SnAp, {"n": 2}), (braintrace.OSTLRecurrent, {})]:
+        short, long = memory(cls, 100, **options), memory(cls, 1000, **options)
+        assert long <= short * 1.05 + 4096, (cls.__name__, short, long)
