@@ -9,6 +9,8 @@ from .d_rtrl import D_RTRL, ParamDimVjpAlgorithm
 from .drivers import etrace_evolve, etrace_grad
 from .eprop import EProp, FixedRandomFeedback, KappaFilter
 from .es_d_rtrl import ES_D_RTRL, IODimVjpAlgorithm, OSTLFeedforward, pp_prop
+from .ostl_recurrent import OSTLRecurrent
+from .snap import SnAp
 from .three_factor import ThreeFactor
 
 __all__ = [
@@ -19,6 +21,8 @@ __all__ = [
     "FixedRandomFeedback",
     "KappaFilter",
     "OSTLFeedforward",
+    "OSTLRecurrent",
+    "SnAp",
     "ThreeFactor",
     "ETraceConfig",
     "MultiStepData",

@@ -133,6 +133,14 @@ class ETraceAlgorithm(brainstate.nn.Module):
         return list(signals)
 
     # ------------------------------------------------------------------ compilation
+    def graph_options(self) -> dict:
+        """Extra :func:`~braintrace.compile_etrace_graph` options of this rule's scope.
+
+        The diagonal scope needs none; the coupled scope (``OSTLRecurrent``) and SnAp return
+        ``include_recurrent_mixing`` / ``sparse_n`` / ``snap_max_jacobian_elements``.
+        """
+        return {}
+
     @property
     def graph(self) -> ETraceGraph:
         """The compiled graph (raises before :meth:`compile_graph`)."""
@@ -204,13 +212,15 @@ class ETraceAlgorithm(brainstate.nn.Module):
                 lane_values[id(st)] = st.value
                 st.value = jax.tree.map(lambda a: a[0], st.value)
             try:
-                graph = compile_etrace_graph(self.model, *lane_args, control_flow=self.options.control_flow)
+                graph = compile_etrace_graph(self.model, *lane_args, control_flow=self.options.control_flow,
+                                             **self.graph_options())
             finally:
                 for st in self._lane_states():
                     st.value = lane_values[id(st)]
         else:
             lane_args = example_args
-            graph = compile_etrace_graph(self.model, *example_args, control_flow=self.options.control_flow)
+            graph = compile_etrace_graph(self.model, *example_args, control_flow=self.options.control_flow,
+                                         **self.graph_options())
         _check_hidden_states(self.model, graph)
         if not graph.hidden_param_op_relations:
             raise _errors.CompilationError(
@@ -479,9 +489,10 @@ class ETraceAlgorithm(brainstate.nn.Module):
         for r, rel in enumerate(self._compiled.graph.hidden_param_op_relations):
             if weight_path in rel.trainable_paths.values():
                 for g in rel.hidden_groups:
-                    key = f"{r}:{g.index}"
-                    if key in self.etrace.value:
-                        out[(r, g.index)] = self.etrace.value[key]
+                    # Rules keyed by (relation, group) tuples, or by the older "r:g" strings.
+                    for key in ((r, g.index), f"{r}:{g.index}"):
+                        if key in self.etrace.value:
+                            out[(r, g.index)] = self.etrace.value[key]
         if not out:
             known = sorted({format_path(p) for rel in self._compiled.graph.hidden_param_op_relations
                             for p in rel.trainable_paths.values()})

@@ -34,12 +34,12 @@ LAZY_ALGORITHMS = {
     "eprop": "EProp",
     "e_prop": "EProp",
     "ostl_feedforward": "OSTLFeedforward",
+    "ostl_recurrent": "OSTLRecurrent",
     "three_factor": "ThreeFactor",
 }
 
 # Published names of rules this version has no engine for.
 NOT_IMPLEMENTED_ALGORITHMS = {
-    "ostl_recurrent": "OSTLRecurrent (the coupled recurrence scope)",
     "uoro": "UORO (random-projection traces)",
     "dni": "DNI (bootstrapped synthetic gradients)",
 }
@@ -81,7 +81,7 @@ def engine_for_config(config: ETraceConfig):
     ------
     NotSupportedError
         Naming the axis value this version has no engine for (random-projection traces, the
-        coupled or sparse_n scopes, bootstrapped signals, window or sequence-end updates, a
+        coupled or sparse_n scopes with a non-symmetric signal or a filter, bootstrapped signals, window or sequence-end updates, a
         recursion other than the Jacobian on per-parameter traces, unequal io decays, ...).
 
     Examples
@@ -97,17 +97,16 @@ def engine_for_config(config: ETraceConfig):
         raise _errors.NotSupportedError(
             f"ETraceConfig {axis}={value!r} ({what}) has no engine in this version; supported configs are "
             "D_RTRL (per_param, jacobian, diagonal), pp_prop (io_factorized, (scalar_leak, jacobian), diagonal, "
-            "equal decays), EProp (kappa filter / random_feedback) and ThreeFactor (modulatory)."
+            "equal decays), EProp (kappa filter / random_feedback), ThreeFactor (modulatory), OSTLRecurrent (coupled) "
+            "and SnAp (sparse_n), both with the symmetric signal and no filter."
         )
 
     if config.update_schedule != "per_step":
         refuse("update_schedule", config.update_schedule, "gradients are formed per step or per window call")
     if config.trace_factorization == "random_projection":
         refuse("trace_factorization", "random_projection", "UORO")
-    if config.recurrence_scope == "coupled":
-        refuse("recurrence_scope", "coupled", "OSTLRecurrent")
-    if config.recurrence_scope == "sparse_n":
-        refuse("sparse_n", config.sparse_n, "SnAp-n")
+    if config.recurrence_scope != "diagonal":
+        return _scoped_engine(config, refuse)
     if config.learning_signal == "bootstrapped":
         refuse("learning_signal", "bootstrapped", "DNI")
     if config.is_factorized:
@@ -128,6 +127,18 @@ def engine_for_config(config: ETraceConfig):
         return _lazy_class("EProp", f"{config.describe()!r}"), {
             "feedback": config.learning_signal, "kappa_filter_decay": config.kappa or 0.0}
     return ParamDimVjpAlgorithm, {}
+
+
+def _scoped_engine(config: ETraceConfig, refuse):
+    """OSTLRecurrent (coupled) or SnAp (sparse_n) for a per-param, Jacobian, symmetric config."""
+    scope = config.recurrence_scope
+    if config.learning_signal != "symmetric":
+        refuse("learning_signal", config.learning_signal, f"the {scope} scope uses the symmetric signal")
+    if config.trace_filter != "none":
+        refuse("trace_filter", config.trace_filter, f"the {scope} scope has no trace filter")
+    if scope == "coupled":
+        return _lazy_class("OSTLRecurrent", "recurrence_scope='coupled'"), {}
+    return _lazy_class("SnAp", "recurrence_scope='sparse_n'"), {"n": config.sparse_n}
 
 
 def _resolve(algorithm, options: dict):
@@ -156,10 +167,11 @@ def compile(model: brainstate.nn.Module, algorithm, *example_inputs, batch_size:
         The model; ``model.update(*inputs)`` runs one step.
     algorithm : str, type or ETraceConfig
         A case-insensitive name (``'d_rtrl'``, ``'es_d_rtrl'`` / ``'esd_rtrl'`` / ``'pp_prop'``,
-        ``'eprop'`` / ``'e_prop'``, ``'ostl_feedforward'``, ``'three_factor'``), an
-        :class:`ETraceAlgorithm` subclass, or an :class:`~braintrace.ETraceConfig`, which
-        selects the engine (for pp-prop, ``decay_or_rank`` defaults to ``config.decay``).
-        ``'ostl_recurrent'``, ``'uoro'`` and ``'dni'`` raise
+        ``'eprop'`` / ``'e_prop'``, ``'ostl_feedforward'``, ``'ostl_recurrent'``,
+        ``'three_factor'``), an :class:`ETraceAlgorithm` subclass (SnAp is class-only:
+        ``braintrace.SnAp``), or an :class:`~braintrace.ETraceConfig`, which selects the
+        engine (for pp-prop, ``decay_or_rank`` defaults to ``config.decay``; the coupled and
+        sparse_n scopes select OSTLRecurrent and SnAp). ``'uoro'`` and ``'dni'`` raise
         :class:`~braintrace.NotSupportedError` (not implemented in this version).
     *example_inputs
         One step's inputs (with the batch axis first when ``batch_size`` is given).

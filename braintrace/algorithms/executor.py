@@ -9,7 +9,8 @@ gradients) and returns the step's temporaries. :func:`step_quantities` turns tho
 * ``df[r][i]``: ``∂h/∂y`` of relation ``r`` for its ``i``-th group, ``(*V, S)``, from the
   forward derivative of the parameter-free tail along an all-ones tangent (exact for
   element-wise tails);
-* ``D[g]``: the per-position hidden Jacobian of group ``g``, ``(*V, S, S)``.
+* ``D[g]``: the per-position hidden Jacobian of group ``g``, ``(*V, S, S)`` (the diagonal
+  one, the coupled block, or ``(*V, K·S, K·S)`` under SnAp; see ``HiddenGroup.jacobian``).
 
 Everything here uses ``jax.jvp``/``jax.vjp`` on the compiled jaxprs; there are no finite
 differences.
@@ -215,7 +216,7 @@ def step_quantities(graph: ETraceGraph, temps, param_leaves_by_path) -> StepQuan
     for group in graph.hidden_groups:
         old = group.concat_hidden([temps[v] for v in group.hidden_invars])
         consts = [temps[v] for v in group.transition_jaxpr_constvars]
-        jacobians.append(group.diagonal_jacobian(old, consts))
+        jacobians.append(group.jacobian(old, consts))
     return StepQuantities(tuple(xs), tuple(dfs), tuple(jacobians), tuple(effective))
 
 

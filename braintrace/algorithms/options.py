@@ -15,11 +15,11 @@ import numbers
 from typing import Any
 
 from .. import _errors
+from ..compiler.snap_pattern import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS
 
 __all__ = ["LearnerOptions", "VJP_METHODS"]
 
 VJP_METHODS = ("single-step", "multi-step")
-DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS = 16_777_216
 
 
 @dataclasses.dataclass(frozen=True)

@@ -75,6 +75,8 @@ class DiagnosticKind(str, enum.Enum):
     CONTROL_FLOW_OPAQUE_FWD = "control_flow_opaque_fwd"
     WEIGHT_IN_WHILE = "weight_in_while"
     STATE_MISMATCH = "state_mismatch"
+    SNAP_PATTERN_CONSERVATIVE = "snap_pattern_conservative"
+    SNAP_PATTERN_DEGENERATE = "snap_pattern_degenerate"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,10 +19,12 @@ from .diagnostics import (
     deliver_records,
     format_path,
 )
-from .hidden_groups import HiddenGroup, find_hidden_groups
+from ..ops.primitive import etp_rule_of
+from .hidden_groups import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS, HiddenGroup, find_hidden_groups
 from .module_info import ModuleInfo, build_module_info
 from .perturbation import HiddenPerturbation, add_hidden_perturbation
 from .relations import HiddenParamOpRelation, find_hidden_param_op_relations
+from .snap_pattern import check_sparse_n
 from .untraced_paths import report_cross_group_coupling, report_plain_weight_use
 
 __all__ = ["ETraceGraph", "compile_etrace_graph"]
@@ -178,7 +180,10 @@ def _guard_recursion():
 
 
 def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
-                         include_hidden_perturb: bool = True, control_flow=None) -> ETraceGraph:
+                         include_hidden_perturb: bool = True, include_recurrent_mixing: bool = False,
+                         sparse_n: int | None = None,
+                         snap_max_jacobian_elements: int = DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS,
+                         control_flow=None) -> ETraceGraph:
     """Compile one step of ``model`` into an :class:`ETraceGraph`.
 
     Traces ``model.update(*model_args)``, finds the hidden groups and the op-to-hidden
@@ -194,6 +199,19 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
         Example inputs of one step (their shapes fix the compiled graph).
     include_hidden_perturb : bool
         Also build the perturbed step used for learning signals (default True).
+    include_recurrent_mixing : bool
+        Trace recurrent ops (a recurrent ETP matmul, ``dot_general``, ``conv``) into each
+        group's transition, so the group Jacobian ``D`` is the per-position ``S×S`` block of
+        the coupled Jacobian (the OSTL "with H" scope) instead of the parameter-free diagonal.
+        The grouping and the relations are the same in both modes.
+    sparse_n : int, optional
+        SnAp order ``n >= 1``; needs ``include_recurrent_mixing=True``. Each group gets a
+        :class:`~braintrace.compiler.snap_pattern.SnapPattern` and ``D`` is widened to
+        ``(*V, K·S, K·S)`` (``SNAP_PATTERN_CONSERVATIVE`` / ``SNAP_PATTERN_DEGENERATE``
+        records report fallbacks). Every relation must be anchored (its trace laid out per
+        hidden position).
+    snap_max_jacobian_elements : int
+        Upper bound on the widened Jacobian ``P·(K·S)²`` of each group under ``sparse_n``.
     control_flow : ControlFlowPolicy, optional
         How control flow in the step is canonicalised (short scans unrolled, conds
         if-converted, while loops checked); the default policy when None.
@@ -205,11 +223,16 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
     Raises
     ------
     CompilationError
-        If the model has no hidden state.
+        If the model has no hidden state, or a SnAp Jacobian exceeds
+        ``snap_max_jacobian_elements``.
     NotSupportedError
-        If the step writes a ParamState, or uses a weight inside a ``while_loop``.
+        If the step writes a ParamState, or uses a weight inside a ``while_loop``, or
+        ``sparse_n`` is given without ``include_recurrent_mixing``.
+    ValueError
+        If ``sparse_n`` is not an int >= 1 (a bool is rejected).
     NotImplementedError
-        If called recursively.
+        If called recursively, or under ``sparse_n`` a relation's trace is not anchored to
+        hidden positions (a sparse op).
 
     Examples
     --------
@@ -222,10 +245,12 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
     >>> len(graph.hidden_groups)
     1
     """
+    check_sparse_n(sparse_n, include_recurrent_mixing)
+    scope = (bool(include_recurrent_mixing), sparse_n, snap_max_jacobian_elements)
     records: list[CompilationRecord] = []
     with _guard_recursion():
         try:
-            graph = _run_passes(model, model_args, include_hidden_perturb, control_flow, records)
+            graph = _run_passes(model, model_args, include_hidden_perturb, control_flow, records, scope)
         except _errors.BraintraceError as error:
             # The error record (level ERROR) is published with the others but not warned.
             deliver_records(records if error.record is None else [*records, error.record], stacklevel=2)
@@ -234,7 +259,8 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
     return graph
 
 
-def _run_passes(model, model_args, include_hidden_perturb, control_flow, records: list) -> ETraceGraph:
+def _run_passes(model, model_args, include_hidden_perturb, control_flow, records: list,
+                scope=(False, None, DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS)) -> ETraceGraph:
     """The passes in order; each pass's records are appended to ``records`` as it returns."""
     # build_module_info restores every state it traced; the later passes only read jaxprs.
     minfo = _collect(build_module_info(model, *model_args, control_flow=control_flow), records)
@@ -244,9 +270,11 @@ def _run_passes(model, model_args, include_hidden_perturb, control_flow, records
             "nothing to learn online. Store recurrent state in `brainstate.HiddenState` and "
             "initialise it (brainstate.nn.init_all_states) before compiling."
         )
-    hidden_groups, hid_path_to_group = _collect(find_hidden_groups(minfo), records)
+    hidden_groups, hid_path_to_group = _collect(find_hidden_groups(minfo, *scope), records)
     assert all(g.index == i for i, g in enumerate(hidden_groups)), "hidden group index differs from its position"
     relations = _collect(find_hidden_param_op_relations(minfo, hid_path_to_group), records)
+    if scope[1] is not None:
+        _check_snap_anchored(relations, scope[1])
     in_control_flow = _collect(report_control_flow(minfo.closed_jaxpr.eqns, minfo.weight_path_to_invars), records)
     records.extend(report_plain_weight_use(minfo, skip=in_control_flow))
     records.extend(report_cross_group_coupling(minfo, relations, hid_path_to_group))
@@ -261,6 +289,18 @@ def _run_passes(model, model_args, include_hidden_perturb, control_flow, records
         hidden_perturb=perturb,
         diagnostics=tuple(records),
     )
+
+
+def _check_snap_anchored(relations, n: int) -> None:
+    """SnAp widens the trace per hidden position: every trace must be laid out per position."""
+    for rel in relations:
+        if etp_rule_of(rel.primitive).param_trace_roll is not None:
+            paths = sorted({format_path(p) for p in rel.trainable_paths.values()})
+            raise NotImplementedError(
+                f"SnAp-{n}: the trace of `{rel.primitive}` ({', '.join(paths)}) is not anchored to hidden positions "
+                "(the op keeps its own trace layout, for example the nnz values of a sparse matrix), so it cannot be "
+                "widened to the SnAp neighbourhood. Use OSTLRecurrent or D_RTRL for this model, or a dense op."
+            )
 
 
 def _collect(result, records: list):

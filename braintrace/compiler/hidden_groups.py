@@ -40,16 +40,24 @@ from .jaxpr_tools import (
     jaxpr_from_slice,
 )
 from .module_info import ModuleInfo
+from .snap_pattern import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS, check_sparse_n, snap_pattern_of_group
 
 __all__ = ["HiddenGroup", "find_hidden_groups", "find_hidden_groups_from_minfo", "is_transition_boundary"]
 
 Path = tuple[str, ...]
 
 
-def is_transition_boundary(eqn: JaxprEqn) -> bool:
-    """Whether ``eqn`` ends a hidden-to-hidden path of the diagonal transition."""
+def is_transition_boundary(eqn: JaxprEqn, include_recurrent_mixing: bool = False) -> bool:
+    """Whether ``eqn`` ends a hidden-to-hidden path of the transition.
+
+    In the diagonal mode (default) ETP ops and plain ``dot_general``/``conv`` are boundaries;
+    with ``include_recurrent_mixing`` only ``stop_gradient`` is, so a recurrent weight's op is
+    traced into the transition and the group Jacobian is the coupled one.
+    """
     if eqn.primitive is P.stop_gradient_p:
         return True
+    if include_recurrent_mixing:
+        return False
     if is_etp_primitive(eqn.primitive):
         return not etp_rule_of(eqn.primitive).gradient_enabled
     return eqn.primitive in MIXING_PRIMITIVES
@@ -78,7 +86,12 @@ class HiddenGroup(NamedTuple):
         Number of stacked components per member (1 for a plain ``HiddenState``).
     is_diagonal_recurrence : bool
         True: ``D`` is taken per position (the transition was checked to be element-wise or
-        a warning was recorded).
+        a warning was recorded). False (``include_recurrent_mixing``): the transition
+        contains the recurrent ops and ``D`` is the per-position ``S×S`` block of its full
+        Jacobian (the coupled scope, OSTL with H), or the SnAp-widened block.
+    snap : SnapPattern or None
+        The SnAp-n neighbourhood (compiled with ``sparse_n``); ``D`` is then
+        ``(*varshape, K·S, K·S)``.
 
     Examples
     --------
@@ -104,11 +117,17 @@ class HiddenGroup(NamedTuple):
     varshape: tuple
     num_states: tuple
     is_diagonal_recurrence: bool = True
+    snap: Any = None
 
     @property
     def num_state(self) -> int:
         """Total number of stacked states ``S`` per position."""
         return int(sum(self.num_states))
+
+    @property
+    def trace_state_width(self) -> int:
+        """Width of the trailing trace axis: ``S``, or ``K·S`` under SnAp."""
+        return self.num_state * (1 if self.snap is None else self.snap.num_neighbours)
 
     def _stacked(self) -> list[bool]:
         # A HiddenGroupState member carries its own trailing state axis.
@@ -164,6 +183,49 @@ class HiddenGroup(NamedTuple):
         cols = [column(b) for b in range(num)]
         return jnp.stack(cols, axis=-1)
 
+    def full_jacobian(self, old_concat: jax.Array, const_values: Sequence[Any]) -> jax.Array:
+        """The whole ``(*varshape, S, *varshape, S)`` Jacobian of the transition (forward mode).
+
+        Transient memory ``O((P·S)²)``; used by the coupled and SnAp scopes.
+        """
+        def step(concat):
+            return self.concat_hidden(self.transition(self.split_hidden(concat), const_values))
+
+        if not self.transition_jaxpr.eqns and not any(
+                o in self.transition_jaxpr.invars for o in self.transition_jaxpr.outvars):
+            return jnp.zeros(old_concat.shape + old_concat.shape, old_concat.dtype)
+        return jax.jacfwd(step)(old_concat)
+
+    def coupled_jacobian(self, old_concat: jax.Array, const_values: Sequence[Any]) -> jax.Array:
+        """The per-position ``S×S`` blocks ``J[p, :, p, :]`` of the full Jacobian, ``(*varshape, S, S)``."""
+        num, size = self.num_state, old_concat.size // self.num_state
+        full = self.full_jacobian(old_concat, const_values).reshape(size, num, size, num)
+        blocks = jnp.einsum("papb->pab", full)
+        return blocks.reshape(tuple(self.varshape) + (num, num))
+
+    def snap_jacobian(self, old_concat: jax.Array, const_values: Sequence[Any]) -> jax.Array:
+        """The SnAp-widened Jacobian ``(*varshape, K·S, K·S)``.
+
+        ``D[p, (k, a), (k', b)] = J[nbr[p, k], a, nbr[p, k'], b] · valid[p, k] · valid[p, k']``.
+        """
+        num, size = self.num_state, old_concat.size // self.num_state
+        full = self.full_jacobian(old_concat, const_values).reshape(size, num, size, num)
+        nbr = jnp.asarray(self.snap.neighbours)
+        valid = jnp.asarray(self.snap.valid, full.dtype)
+        k = nbr.shape[1]
+        gathered = full[nbr[:, :, None], :, nbr[:, None, :], :]  # (P, K, K', S, S)
+        gathered = gathered * (valid[:, :, None] * valid[:, None, :])[..., None, None]
+        widened = jnp.transpose(gathered, (0, 1, 3, 2, 4)).reshape(size, k * num, k * num)
+        return widened.reshape(tuple(self.varshape) + (k * num, k * num))
+
+    def jacobian(self, old_concat: jax.Array, const_values: Sequence[Any]) -> jax.Array:
+        """The Jacobian the traces roll with: diagonal, coupled block or SnAp-widened."""
+        if self.snap is not None:
+            return self.snap_jacobian(old_concat, const_values)
+        if not self.is_diagonal_recurrence:
+            return self.coupled_jacobian(old_concat, const_values)
+        return self.diagonal_jacobian(old_concat, const_values)
+
 
 def _same_layer(a: Path, b: Path) -> bool:
     for x, y in zip(a, b):
@@ -188,13 +250,23 @@ class _UnionFind:
             self.parent[rb] = ra
 
 
-def find_hidden_groups_from_minfo(minfo: ModuleInfo):
+def find_hidden_groups_from_minfo(minfo: ModuleInfo, include_recurrent_mixing: bool = False, sparse_n=None,
+                                  snap_max_jacobian_elements: int = DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS):
     """Group the hidden states of a traced step.
 
     Parameters
     ----------
     minfo : ModuleInfo
         The result of :func:`extract_module_info`.
+    include_recurrent_mixing : bool
+        Trace recurrent ops (ETP ops, ``dot_general``, ``conv``) into each group's
+        transition, so the group Jacobian is the coupled one. The partition into groups is
+        the same in both modes.
+    sparse_n : int, optional
+        SnAp order ``n >= 1`` (needs ``include_recurrent_mixing``): each group also gets a
+        :class:`~braintrace.compiler.snap_pattern.SnapPattern`.
+    snap_max_jacobian_elements : int
+        Upper bound on ``P·(K·S)²`` per group under ``sparse_n``.
 
     Returns
     -------
@@ -214,7 +286,7 @@ def find_hidden_groups_from_minfo(minfo: ModuleInfo):
     >>> [g.hidden_paths for g in groups]
     [[('c',), ('h',)]]
     """
-    result = find_hidden_groups(minfo)
+    result = find_hidden_groups(minfo, include_recurrent_mixing, sparse_n, snap_max_jacobian_elements)
     deliver_records(result.records, stacklevel=2)
     return result.value
 
@@ -242,8 +314,11 @@ def _couple(minfo: ModuleInfo, eqns, records: list) -> _UnionFind:
     return uf
 
 
-def find_hidden_groups(minfo: ModuleInfo) -> PassResult[tuple[list, dict]]:
+def find_hidden_groups(minfo: ModuleInfo, include_recurrent_mixing: bool = False, sparse_n=None,
+                       snap_max_jacobian_elements: int = DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS,
+                       ) -> PassResult[tuple[list, dict]]:
     """:func:`find_hidden_groups_from_minfo` with its records, without warning."""
+    sparse_n = check_sparse_n(sparse_n, include_recurrent_mixing)
     eqns = list(minfo.closed_jaxpr.eqns)
     records: list = []
     uf = _couple(minfo, eqns, records)
@@ -254,21 +329,26 @@ def find_hidden_groups(minfo: ModuleInfo) -> PassResult[tuple[list, dict]]:
     hid_path_to_group: dict[Path, HiddenGroup] = {}
     state_by_path = minfo.states_by_path()
     for members in members_by_root.values():
-        group = _build_group(len(groups), members, minfo, eqns, state_by_path, records)
+        group = _build_group(len(groups), members, minfo, eqns, state_by_path, records, include_recurrent_mixing)
+        if sparse_n is not None:
+            pattern = snap_pattern_of_group(group, sparse_n, snap_max_jacobian_elements)
+            records.extend(pattern.records)
+            group = group._replace(snap=pattern.value)
         groups.append(group)
         for p in members:
             hid_path_to_group[p] = group
     return PassResult((groups, hid_path_to_group), tuple(records))
 
 
-def _build_group(index, members, minfo: ModuleInfo, eqns, state_by_path, records: list) -> HiddenGroup:
+def _build_group(index, members, minfo: ModuleInfo, eqns, state_by_path, records: list,
+                 mixing: bool = False) -> HiddenGroup:
     invars = [minfo.hidden_path_to_invar[p] for p in members]
     outvars = [minfo.hidden_path_to_outvar[p] for p in members]
-    crosses = lambda eqn: not is_transition_boundary(eqn)  # noqa: E731
+    crosses = lambda eqn: not is_transition_boundary(eqn, mixing)  # noqa: E731
     downstream = forward_closure(invars, eqns, crosses=crosses)
 
     def include(i, eqn):
-        if is_transition_boundary(eqn):
+        if is_transition_boundary(eqn, mixing):
             return False
         return any(is_var(v) and v in downstream for v in eqn.outvars)
 
@@ -294,7 +374,9 @@ def _build_group(index, members, minfo: ModuleInfo, eqns, state_by_path, records
             "RNN, whose recurrence runs through a weight). Its Jacobian D is zero and recurrent "
             "weights learn through the trace's instantaneous term only.",
             hidden_paths=members, context={"group": index}))
-    offenders = non_elementwise_equations(chosen, allow_state_axis=has_group_state)
+    # With recurrent mixing the Jacobian is taken from the full transition, so mixing ops are
+    # expected there; the scope (coupled block or SnAp) is the documented approximation.
+    offenders = [] if mixing else non_elementwise_equations(chosen, allow_state_axis=has_group_state)
     if offenders:
         records.append(new_record(
             DiagnosticKind.TRANSITION_NOT_ELEMENTWISE, DiagnosticLevel.WARNING,
@@ -312,6 +394,6 @@ def _build_group(index, members, minfo: ModuleInfo, eqns, state_by_path, records
         transition_jaxpr_constvars=list(jaxpr.constvars),
         varshape=tuple(varshape),
         num_states=num_states,
-        is_diagonal_recurrence=True,
+        is_diagonal_recurrence=not mixing,
     )
 

@@ -28,7 +28,7 @@ def test_implemented_names(name, cls):
 
 @pytest.mark.parametrize("name, class_name", [
     ("eprop", "EProp"), ("E_Prop", "EProp"), ("ostl_feedforward", "OSTLFeedforward"),
-    ("THREE_FACTOR", "ThreeFactor"),
+    ("THREE_FACTOR", "ThreeFactor"), ("OSTL_Recurrent", "OSTLRecurrent"),
 ])
 def test_lazy_names_resolve_on_the_algorithms_module(name, class_name, monkeypatch):
     class Stand(braintrace.ParamDimVjpAlgorithm):
@@ -41,7 +41,7 @@ def test_lazy_names_resolve_on_the_algorithms_module(name, class_name, monkeypat
         braintrace.compile(_cell(), name, jnp.ones(3))
 
 
-@pytest.mark.parametrize("name", ["ostl_recurrent", "UORO", "dni"])
+@pytest.mark.parametrize("name", ["UORO", "dni"])
 def test_unimplemented_names_say_so(name):
     with pytest.raises(braintrace.NotSupportedError, match="not implemented"):
         braintrace.compile(_cell(), name, jnp.ones(3))
@@ -109,8 +109,8 @@ def test_eprop_and_three_factor_configs_resolve_lazily(monkeypatch):
 
 @pytest.mark.parametrize("config, words", [
     (ETraceConfig("random_projection", recurrence_scope="coupled"), "random_projection"),
-    (ETraceConfig(recurrence_scope="coupled"), "coupled"),
-    (ETraceConfig(recurrence_scope="sparse_n", sparse_n=3), "sparse_n=3"),
+    (ETraceConfig(recurrence_scope="coupled", learning_signal="random_feedback"), "coupled scope"),
+    (ETraceConfig(recurrence_scope="sparse_n", sparse_n=3, trace_filter="kappa", kappa=0.5), "sparse_n scope"),
     (ETraceConfig(learning_signal="bootstrapped"), "bootstrapped"),
     (ETraceConfig(update_schedule="window", window_size=4), "update_schedule='window'"),
     (ETraceConfig(update_schedule="sequence_end"), "sequence_end"),
