@@ -10,6 +10,9 @@ from .drivers import etrace_evolve, etrace_grad
 from .eprop import EProp, FixedRandomFeedback, KappaFilter
 from .es_d_rtrl import ES_D_RTRL, IODimVjpAlgorithm, OSTLFeedforward, pp_prop
 from .three_factor import ThreeFactor
+from .uoro import UORO, RandomProjectionVjpAlgorithm
+from .dni import DNI, SyntheticGradient, train_synthetic_gradient
+from .grad_expon import GradExpon
 
 __all__ = [
     "ALGORITHMS",
@@ -20,6 +23,12 @@ __all__ = [
     "KappaFilter",
     "OSTLFeedforward",
     "ThreeFactor",
+    "UORO",
+    "RandomProjectionVjpAlgorithm",
+    "DNI",
+    "SyntheticGradient",
+    "train_synthetic_gradient",
+    "GradExpon",
     "ETraceConfig",
     "MultiStepData",
     "SingleStepData",

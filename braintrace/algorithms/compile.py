@@ -35,13 +35,13 @@ LAZY_ALGORITHMS = {
     "e_prop": "EProp",
     "ostl_feedforward": "OSTLFeedforward",
     "three_factor": "ThreeFactor",
+    "uoro": "UORO",
+    "dni": "DNI",
 }
 
 # Published names of rules this version has no engine for.
 NOT_IMPLEMENTED_ALGORITHMS = {
     "ostl_recurrent": "OSTLRecurrent (the coupled recurrence scope)",
-    "uoro": "UORO (random-projection traces)",
-    "dni": "DNI (bootstrapped synthetic gradients)",
 }
 
 
@@ -97,19 +97,28 @@ def engine_for_config(config: ETraceConfig):
         raise _errors.NotSupportedError(
             f"ETraceConfig {axis}={value!r} ({what}) has no engine in this version; supported configs are "
             "D_RTRL (per_param, jacobian, diagonal), pp_prop (io_factorized, (scalar_leak, jacobian), diagonal, "
-            "equal decays), EProp (kappa filter / random_feedback) and ThreeFactor (modulatory)."
+            "equal decays), EProp (kappa filter / random_feedback), ThreeFactor (modulatory), UORO "
+            "(random_projection, coupled) and DNI (bootstrapped)."
         )
 
     if config.update_schedule != "per_step":
         refuse("update_schedule", config.update_schedule, "gradients are formed per step or per window call")
     if config.trace_factorization == "random_projection":
-        refuse("trace_factorization", "random_projection", "UORO")
+        # Validation already pinned recurrence_scope='coupled'.
+        if config.temporal_recursion != "jacobian":
+            refuse("temporal_recursion", config.temporal_recursion, "UORO projects the Jacobian recursion")
+        if config.learning_signal != "symmetric":
+            refuse("learning_signal", config.learning_signal, "UORO contracts the true ∂L/∂h")
+        return _lazy_class("UORO", "trace_factorization='random_projection'"), {}
     if config.recurrence_scope == "coupled":
         refuse("recurrence_scope", "coupled", "OSTLRecurrent")
     if config.recurrence_scope == "sparse_n":
         refuse("sparse_n", config.sparse_n, "SnAp-n")
     if config.learning_signal == "bootstrapped":
-        refuse("learning_signal", "bootstrapped", "DNI")
+        if config.is_factorized or config.temporal_recursion != "jacobian" or config.trace_filter != "none":
+            refuse("learning_signal", "bootstrapped", "DNI is D-RTRL (per_param, jacobian, no filter) plus a "
+                   "synthetic gradient")
+        return _lazy_class("DNI", "learning_signal='bootstrapped'"), {}
     if config.is_factorized:
         if config.temporal_recursion != ("scalar_leak", "jacobian"):
             refuse("temporal_recursion", config.temporal_recursion, "pp-prop leaks x and rolls f by the Jacobian")
@@ -156,11 +165,11 @@ def compile(model: brainstate.nn.Module, algorithm, *example_inputs, batch_size:
         The model; ``model.update(*inputs)`` runs one step.
     algorithm : str, type or ETraceConfig
         A case-insensitive name (``'d_rtrl'``, ``'es_d_rtrl'`` / ``'esd_rtrl'`` / ``'pp_prop'``,
-        ``'eprop'`` / ``'e_prop'``, ``'ostl_feedforward'``, ``'three_factor'``), an
-        :class:`ETraceAlgorithm` subclass, or an :class:`~braintrace.ETraceConfig`, which
-        selects the engine (for pp-prop, ``decay_or_rank`` defaults to ``config.decay``).
-        ``'ostl_recurrent'``, ``'uoro'`` and ``'dni'`` raise
-        :class:`~braintrace.NotSupportedError` (not implemented in this version).
+        ``'eprop'`` / ``'e_prop'``, ``'ostl_feedforward'``, ``'three_factor'``, ``'uoro'``,
+        ``'dni'``), an :class:`ETraceAlgorithm` subclass, or an :class:`~braintrace.ETraceConfig`,
+        which selects the engine (for pp-prop, ``decay_or_rank`` defaults to ``config.decay``).
+        ``'ostl_recurrent'`` raises :class:`~braintrace.NotSupportedError` (not implemented in
+        this version).
     *example_inputs
         One step's inputs (with the batch axis first when ``batch_size`` is given).
     batch_size : int, optional
