@@ -54,6 +54,9 @@ from .compiler import (
     extract_module_info,
     find_hidden_groups_from_minfo,
     find_hidden_param_op_relations_from_minfo,
+    add_hidden_perturbation_in_module,
+    find_hidden_groups_from_module,
+    find_hidden_param_op_relations_from_module,
 )
 from .ops import (
     ETPPrimitive,
@@ -118,6 +121,9 @@ __all__ = [
     "extract_module_info",
     "find_hidden_groups_from_minfo",
     "find_hidden_param_op_relations_from_minfo",
+    "add_hidden_perturbation_in_module",
+    "find_hidden_groups_from_module",
+    "find_hidden_param_op_relations_from_module",
     "ETPPrimitive",
     "ETPRule",
     "NotSupportedError",
