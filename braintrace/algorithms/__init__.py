@@ -13,6 +13,8 @@ from .three_factor import ThreeFactor
 from .uoro import UORO, RandomProjectionVjpAlgorithm
 from .dni import DNI, SyntheticGradient, train_synthetic_gradient
 from .grad_expon import GradExpon
+from .graph_executor import ETraceGraphExecutor, ETraceVjpGraphExecutor
+from .vmap import ETraceVmap, SequenceDriverMixin
 
 __all__ = [
     "ALGORITHMS",
@@ -29,6 +31,10 @@ __all__ = [
     "SyntheticGradient",
     "train_synthetic_gradient",
     "GradExpon",
+    "ETraceGraphExecutor",
+    "ETraceVjpGraphExecutor",
+    "ETraceVmap",
+    "SequenceDriverMixin",
     "ETraceConfig",
     "MultiStepData",
     "SingleStepData",
