@@ -166,3 +166,10 @@ def test_bad_input():
 def test_dni_lowers_the_loss():
     first, last = train("dni", steps=40)
     assert last < 0.9 * first, f"DNI did not learn: {first:.3f} -> {last:.3f}"
+
+
+def test_dni_memory_is_flat_in_length():
+    from tests.algorithms.test_memory import online_memory
+
+    short, long = online_memory("dni", 100), online_memory("dni", 1000)
+    assert long <= short * 1.05 + 4096, (short, long)

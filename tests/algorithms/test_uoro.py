@@ -155,3 +155,11 @@ def test_bad_options(options, error, words):
 def test_uoro_lowers_the_loss():
     first, last = train("uoro", steps=40)  # multi-step, the default
     assert last < 0.9 * first, f"UORO did not learn: {first:.3f} -> {last:.3f}"
+
+
+def test_uoro_memory_is_flat_in_length():
+    from tests.algorithms.test_memory import online_memory
+
+    short, long = online_memory("uoro", 100), online_memory("uoro", 1000)
+    assert long <= short * 1.05 + 4096, (short, long)
+    assert short < online_memory("d_rtrl", 100), "the rank-1 carrier is smaller than D-RTRL's traces"
