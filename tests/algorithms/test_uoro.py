@@ -163,3 +163,15 @@ def test_uoro_memory_is_flat_in_length():
     short, long = online_memory("uoro", 100), online_memory("uoro", 1000)
     assert long <= short * 1.05 + 4096, (short, long)
     assert short < online_memory("d_rtrl", 100), "the rank-1 carrier is smaller than D-RTRL's traces"
+
+
+def test_vmapped_lanes_draw_their_own_projections():
+    learner = braintrace.compile(braintrace.nn.GRUCell(2, 3), "uoro", jnp.ones((4, 2)), batch_size=4, vmap=True,
+                                 vjp_method="single-step")
+    keys = np.asarray(learner.etrace.value.key)
+    assert keys.shape == (4, 2) and len({tuple(k) for k in keys}) == 4
+    learner.etrace_evolve(jnp.ones((3, 4, 2)))
+    s_tilde = np.asarray(learner.etrace.value.s_tilde[0])
+    assert not np.allclose(s_tilde[0], s_tilde[1]), "identical inputs, different keys: different carriers"
+    learner.reset_state()
+    np.testing.assert_array_equal(learner.etrace.value.key, keys)
