@@ -66,8 +66,8 @@ class SyntheticGradient:
         shapes = [tuple(int(n) for n in s) for s in group_shapes]
         if not shapes:
             raise ValueError("`group_shapes` must list at least one group's signal shape (*varshape, S).")
-        if hidden_width is not None and (isinstance(hidden_width, bool) or not isinstance(hidden_width, numbers.Integral)
-                                         or hidden_width < 1):
+        bad_width = isinstance(hidden_width, bool) or not isinstance(hidden_width, numbers.Integral)
+        if hidden_width is not None and (bad_width or hidden_width < 1):
             raise ValueError(f"`hidden_width` must be a positive int or None; got {hidden_width!r}.")
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or scale < 0:
             raise ValueError(f"`scale` must be a float >= 0; got {scale!r}.")
@@ -80,7 +80,8 @@ class SyntheticGradient:
             if hidden_width is None:
                 layers = {"W": self.scale * jax.random.normal(k1, (n, n)) / math.sqrt(n), "b": jnp.zeros(n)}
             else:
-                layers = {"W_in": jax.random.normal(k1, (n, hidden_width)) / math.sqrt(n), "b_in": jnp.zeros(hidden_width),
+                layers = {"W_in": jax.random.normal(k1, (n, hidden_width)) / math.sqrt(n),
+                          "b_in": jnp.zeros(hidden_width),
                           "W": self.scale * jax.random.normal(k2, (hidden_width, n)) / math.sqrt(hidden_width),
                           "b": jnp.zeros(n)}
             self._states[f"group{g}"] = brainstate.ParamState(layers)
@@ -203,8 +204,8 @@ class DNI(ParamDimVjpAlgorithm):
         if not isinstance(synthesizer, SyntheticGradient):
             raise TypeError(f"expected a braintrace.SyntheticGradient; got {type(synthesizer).__name__}.")
         if self.is_compiled and list(synthesizer.group_shapes) != self.group_signal_shapes:
-            raise ValueError(f"the synthesizer maps group shapes {synthesizer.group_shapes}; this learner's groups have "
-                             f"signal shapes {self.group_signal_shapes}. Build it as "
+            raise ValueError(f"the synthesizer maps group shapes {synthesizer.group_shapes}; this learner's groups "
+                             f"have signal shapes {self.group_signal_shapes}. Build it as "
                              "`SyntheticGradient(learner.group_signal_shapes)`.")
         self._synth.value = synthesizer
 

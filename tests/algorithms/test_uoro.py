@@ -13,7 +13,7 @@ import pytest
 import braintrace
 import braintrace.nn as bnn
 from tests._support import models
-from tests._support.oracle import assert_grads_close, bptt_grads, flat, online_grads, restore_states, snapshot_states
+from tests._support.oracle import assert_grads_close, bptt_grads, online_grads, restore_states, snapshot_states
 from tests._support.tasks import train
 
 T = 6
