@@ -12,6 +12,11 @@ from .es_d_rtrl import ES_D_RTRL, IODimVjpAlgorithm, OSTLFeedforward, pp_prop
 from .ostl_recurrent import OSTLRecurrent
 from .snap import SnAp
 from .three_factor import ThreeFactor
+from .uoro import UORO, RandomProjectionVjpAlgorithm
+from .dni import DNI, SyntheticGradient, train_synthetic_gradient
+from .grad_expon import GradExpon
+from .graph_executor import ETraceGraphExecutor, ETraceVjpGraphExecutor
+from .vmap import ETraceVmap, SequenceDriverMixin
 
 __all__ = [
     "ALGORITHMS",
@@ -24,6 +29,16 @@ __all__ = [
     "OSTLRecurrent",
     "SnAp",
     "ThreeFactor",
+    "UORO",
+    "RandomProjectionVjpAlgorithm",
+    "DNI",
+    "SyntheticGradient",
+    "train_synthetic_gradient",
+    "GradExpon",
+    "ETraceGraphExecutor",
+    "ETraceVjpGraphExecutor",
+    "ETraceVmap",
+    "SequenceDriverMixin",
     "ETraceConfig",
     "MultiStepData",
     "SingleStepData",

@@ -499,6 +499,20 @@ class ETraceAlgorithm(brainstate.nn.Module):
             raise ValueError(f"`{format_path(weight_path)}` has no eligibility trace; traced weights: {known}.")
         return out
 
+    @property
+    def executor(self):
+        """An :class:`~braintrace.ETraceVjpGraphExecutor` over the compiled graph (for inspection)."""
+        from .graph_executor import ETraceVjpGraphExecutor
+
+        self._assert_compiled("executor")
+        return ETraceVjpGraphExecutor.of_graph(self.model, self.graph, vjp_method=self.options.vjp_method,
+                                               control_flow=self.options.control_flow)
+
+    @property
+    def modulator(self):
+        """The standing modulator of a modulatory rule (``None``: this rule uses ``∂L/∂h``)."""
+        return None
+
     def show_graph(self) -> str:
         """A readable summary of the compiled graph (also returned as a string)."""
         return repr(self.graph)
@@ -510,13 +524,15 @@ class ETraceAlgorithm(brainstate.nn.Module):
         return CompilationReport(self.graph)
 
     # ------------------------------------------------------------------ drivers
-    def etrace_grad(self, *sequences, step_fn: Callable, mask=None, chunk_size=None, reduction: str = "mean",
-                    return_value: bool = False, has_aux: bool = False):
+    def etrace_grad(self, *sequences, step_fn: Callable, mask=None, chunk_size=None, weights=None,
+                    reduction: str = "mean", loss_output: str = "per_step", return_value: bool = False,
+                    has_aux: bool = False):
         """Online gradients over whole sequences (see :func:`braintrace.etrace_grad`)."""
         from .drivers import etrace_grad
 
-        return etrace_grad(self, *sequences, step_fn=step_fn, mask=mask, chunk_size=chunk_size,
-                           reduction=reduction, return_value=return_value, has_aux=has_aux)
+        return etrace_grad(self, *sequences, step_fn=step_fn, mask=mask, chunk_size=chunk_size, weights=weights,
+                           reduction=reduction, loss_output=loss_output, return_value=return_value,
+                           has_aux=has_aux)
 
     def etrace_evolve(self, *sequences, step_fn=None, chunk_size=None, return_outputs: bool = False):
         """Advance states and traces over sequences without a loss (see :func:`braintrace.etrace_evolve`)."""

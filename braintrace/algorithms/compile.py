@@ -36,12 +36,12 @@ LAZY_ALGORITHMS = {
     "ostl_feedforward": "OSTLFeedforward",
     "ostl_recurrent": "OSTLRecurrent",
     "three_factor": "ThreeFactor",
+    "uoro": "UORO",
+    "dni": "DNI",
 }
 
 # Published names of rules this version has no engine for.
 NOT_IMPLEMENTED_ALGORITHMS = {
-    "uoro": "UORO (random-projection traces)",
-    "dni": "DNI (bootstrapped synthetic gradients)",
 }
 
 
@@ -98,17 +98,26 @@ def engine_for_config(config: ETraceConfig):
             f"ETraceConfig {axis}={value!r} ({what}) has no engine in this version; supported configs are "
             "D_RTRL (per_param, jacobian, diagonal), pp_prop (io_factorized, (scalar_leak, jacobian), diagonal, "
             "equal decays), EProp (kappa filter / random_feedback), ThreeFactor (modulatory), OSTLRecurrent (coupled) "
-            "and SnAp (sparse_n), both with the symmetric signal and no filter."
+            "and SnAp (sparse_n), both with the symmetric signal and no filter, UORO (random_projection, coupled) and "
+            "DNI (bootstrapped)."
         )
 
     if config.update_schedule != "per_step":
         refuse("update_schedule", config.update_schedule, "gradients are formed per step or per window call")
     if config.trace_factorization == "random_projection":
-        refuse("trace_factorization", "random_projection", "UORO")
+        # Validation already pinned recurrence_scope='coupled'.
+        if config.temporal_recursion != "jacobian":
+            refuse("temporal_recursion", config.temporal_recursion, "UORO projects the Jacobian recursion")
+        if config.learning_signal != "symmetric":
+            refuse("learning_signal", config.learning_signal, "UORO contracts the true ∂L/∂h")
+        return _lazy_class("UORO", "trace_factorization='random_projection'"), {}
     if config.recurrence_scope != "diagonal":
         return _scoped_engine(config, refuse)
     if config.learning_signal == "bootstrapped":
-        refuse("learning_signal", "bootstrapped", "DNI")
+        if config.is_factorized or config.temporal_recursion != "jacobian" or config.trace_filter != "none":
+            refuse("learning_signal", "bootstrapped", "DNI is D-RTRL (per_param, jacobian, no filter) plus a "
+                   "synthetic gradient")
+        return _lazy_class("DNI", "learning_signal='bootstrapped'"), {}
     if config.is_factorized:
         if config.temporal_recursion != ("scalar_leak", "jacobian"):
             refuse("temporal_recursion", config.temporal_recursion, "pp-prop leaks x and rolls f by the Jacobian")
@@ -168,11 +177,11 @@ def compile(model: brainstate.nn.Module, algorithm, *example_inputs, batch_size:
     algorithm : str, type or ETraceConfig
         A case-insensitive name (``'d_rtrl'``, ``'es_d_rtrl'`` / ``'esd_rtrl'`` / ``'pp_prop'``,
         ``'eprop'`` / ``'e_prop'``, ``'ostl_feedforward'``, ``'ostl_recurrent'``,
-        ``'three_factor'``), an :class:`ETraceAlgorithm` subclass (SnAp is class-only:
-        ``braintrace.SnAp``), or an :class:`~braintrace.ETraceConfig`, which selects the
-        engine (for pp-prop, ``decay_or_rank`` defaults to ``config.decay``; the coupled and
-        sparse_n scopes select OSTLRecurrent and SnAp). ``'uoro'`` and ``'dni'`` raise
-        :class:`~braintrace.NotSupportedError` (not implemented in this version).
+        ``'three_factor'``, ``'uoro'``, ``'dni'``), an :class:`ETraceAlgorithm` subclass (SnAp
+        is class-only: ``braintrace.SnAp``), or an :class:`~braintrace.ETraceConfig`, which
+        selects the engine (for pp-prop, ``decay_or_rank`` defaults to ``config.decay``; the
+        coupled and sparse_n scopes select OSTLRecurrent and SnAp, random_projection UORO and
+        bootstrapped DNI).
     *example_inputs
         One step's inputs (with the batch axis first when ``batch_size`` is given).
     batch_size : int, optional

@@ -46,8 +46,9 @@ def _sequence_length(sequences) -> int:
     return distinct[0]
 
 
-def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: int | None = None,
-                reduction: str = "mean", return_value: bool = False, has_aux: bool = False):
+def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: int | None = None, weights=None,
+                reduction: str = "mean", loss_output: str = "per_step", return_value: bool = False,
+                has_aux: bool = False):
     """Accumulate online gradients over sequences.
 
     At every step ``t``, ``step_fn(*slices_t)`` must call the learner exactly once and return
@@ -77,8 +78,13 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: i
         losses (or a scalar window loss when no ``mask`` is given). Each window's gradient is
         exact reverse mode inside the window plus the traces at window entry contracted with
         the hidden-state cotangent there (see :mod:`braintrace.algorithms.windows`).
+    weights : dict or sequence of ParamState, optional
+        The parameters to differentiate (``{path: ParamState}`` or ParamStates of the
+        model); every ``ParamState`` of the model by default. The result has their paths.
     reduction : {'mean', 'sum'}
         ``'mean'`` divides the summed gradient once by ``max(Σ mask, 1)``.
+    loss_output : {'per_step'}
+        What ``step_fn`` returns: the loss of its step (or window). The only value.
     return_value : bool
         Also return the per-step losses ``(T,)``.
     has_aux : bool
@@ -113,7 +119,10 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: i
     if mask.shape != (length,):
         raise ValueError(f"`mask` must have shape ({length},) matching the sequences; got {mask.shape}.")
     chunk = _chunk_size(learner, chunk_size, length, needs_multi_step=True)
-    all_weights = learner.param_states
+    if loss_output != "per_step":
+        raise NotSupportedError(f"`loss_output={loss_output!r}` is not supported; `step_fn` returns the loss of its "
+                                "step (or window), loss_output='per_step'.")
+    all_weights = learner.param_states if weights is None else _selected_weights(learner, weights)
     # Only the ParamStates the compiled step reads get a gradient transformation; the others
     # (unused by the step, see `explain()`'s state_mismatch) have an exactly zero gradient.
     compiled_paths = set(learner._compiled.layout.param_paths)
@@ -160,6 +169,22 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: i
     if has_aux:
         return grads, aux
     return grads
+
+
+def _selected_weights(learner, weights) -> dict:
+    """``weights`` (a dict by path or ParamStates of the model) as ``{path: ParamState}``."""
+    by_id = {id(st): path for path, st in learner.param_states.items()}
+    states = weights.values() if isinstance(weights, dict) else (
+        [weights] if isinstance(weights, brainstate.ParamState) else list(weights))
+    out = {}
+    for st in states:
+        if not isinstance(st, brainstate.ParamState) or id(st) not in by_id:
+            raise ValueError(f"`weights` must hold ParamStates of the learner's model; got {type(st).__name__} "
+                             f"that is not one (known paths: {sorted(learner.param_states)}).")
+        out[by_id[id(st)]] = st
+    if not out:
+        raise ValueError("`weights` is empty; pass None to differentiate every ParamState.")
+    return out
 
 
 def _check_called_once(learner, calls: int) -> None:

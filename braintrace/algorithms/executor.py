@@ -31,7 +31,8 @@ from ..compiler.jaxpr_tools import evaluate_jaxpr
 from ..ops.primitive import etp_rule_of
 
 __all__ = ["StateLayout", "StepQuantities", "VarValues", "run_step", "step_quantities", "op_inputs",
-           "pull_back_to_leaf"]
+           "pull_back_to_leaf",
+           "apply_transition_jacobian"]
 
 
 @jax.tree_util.register_pytree_node_class
@@ -121,12 +122,20 @@ class StepQuantities(NamedTuple):
         Per group, ``D`` of shape ``(*V, S, S)``.
     effective : tuple of dict
         Per relation, the effective op parameters.
+    hidden_old : tuple
+        Per group, the stacked old hidden values ``(*V, S)`` (the point of the transition).
+    transition_consts : tuple of list
+        Per group, the values of its transition's constvars; with ``hidden_old`` they let a
+        rule apply the *full* within-group Jacobian matrix-free (``jax.jvp`` of
+        ``group.transition``), see :func:`apply_transition_jacobian`.
     """
 
     x: tuple
     df: tuple
     jacobians: tuple
     effective: tuple
+    hidden_old: tuple = ()
+    transition_consts: tuple = ()
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={describe_tree(getattr(self, name))}" for name in self._fields)
@@ -212,12 +221,34 @@ def step_quantities(graph: ETraceGraph, temps, param_leaves_by_path) -> StepQuan
         dfs.append(tuple(tangents))
         raw = op_inputs(rel, param_leaves_by_path, temps)
         effective.append(jax.lax.stop_gradient(rule.effective_params(raw, rel.eqn_params)))
-    jacobians = []
+    jacobians, olds, all_consts = [], [], []
     for group in graph.hidden_groups:
         old = group.concat_hidden([temps[v] for v in group.hidden_invars])
         consts = [temps[v] for v in group.transition_jaxpr_constvars]
         jacobians.append(group.jacobian(old, consts))
-    return StepQuantities(tuple(xs), tuple(dfs), tuple(jacobians), tuple(effective))
+        olds.append(old)
+        all_consts.append(list(consts))
+    return StepQuantities(tuple(xs), tuple(dfs), tuple(jacobians), tuple(effective), tuple(olds),
+                          tuple(all_consts))
+
+
+def apply_transition_jacobian(group, q: StepQuantities, tangent):
+    """``J tangent`` for the full within-group Jacobian ``J = ∂h_new/∂h_old`` of ``group``.
+
+    One forward-mode pass through the group's transition at this step's point (no
+    ``(PS)²`` matrix is formed); positions are mixed wherever the transition mixes them,
+    unlike the per-position block ``q.jacobians[g]``. ``tangent`` is ``(*V, S)``.
+    """
+    g = group.index
+    old, consts = q.hidden_old[g], q.transition_consts[g]
+    if not group.transition_jaxpr.eqns and not any(
+            o in group.transition_jaxpr.invars for o in group.transition_jaxpr.outvars):
+        return jnp.zeros_like(tangent)
+
+    def step(concat):
+        return group.concat_hidden(group.transition(group.split_hidden(concat), consts))
+
+    return jax.jvp(step, (old,), (tangent.astype(old.dtype),))[1]
 
 
 def learning_signals(graph: ETraceGraph, perturb_cotangents) -> list:

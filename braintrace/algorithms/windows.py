@@ -184,11 +184,33 @@ def _contract_entry_traces(learner, grads, entry_traces, signals, quantities, st
     learner._accumulate(grads, learner.solve(entry_traces, signals, quantities, step), params, temps)
 
 
+def _bootstrap_pass(learner, vjp_fn, outs, synthetic, d_args, grads, d_others) -> None:
+    """Push a synthesized exit cotangent through the window once more (DNI, in place).
+
+    The result reaches the inputs, the entry state cotangents and the *plain* parameters
+    only: ETP-routed leaves get none of it, their traces already carry cross-window credit.
+    """
+    d_args2, d_params2, d_others2 = vjp_fn((jax.tree.map(jnp.zeros_like, outs), synthetic))
+    routed = learner.etp_routed_leaves()
+    for slot, leaves in enumerate(d_params2):
+        for leaf, g in enumerate(leaves):
+            if (slot, leaf) not in routed:
+                grads[slot][leaf] = grads[slot][leaf] + g
+    for i, g in enumerate(d_args2):
+        d_args[i] = d_args[i] + g
+    for slot, leaves in enumerate(d_others2):
+        for leaf, g in enumerate(leaves):
+            d_others[slot][leaf] = d_others[slot][leaf] + g
+
+
 def build_window_step(learner):
-    """The ``jax.custom_vjp`` function ``(arg_seq, params, others, traces, step) -> ((outs, others'), traces')``.
+    """The ``jax.custom_vjp`` function ``(arg_seq, params, others, traces, step, extra) -> ((outs, others'), traces')``.
 
     ``arg_seq`` are the input leaves with the window axis first, ``outs`` the model output
-    leaves stacked over the window, ``others'`` the state values at window exit.
+    leaves stacked over the window, ``others'`` the state values at window exit. ``extra``
+    is the rule's per-call value (``learner.window_extra()``; the synthesizer parameters of
+    DNI, else None). A learner with ``bootstrap_exit_cotangent(extra, others_exit)`` (DNI)
+    adds a synthesized cotangent of the exit states to the backward pass.
     """
     compiled = learner._compiled
     graph, layout = compiled.graph, compiled.layout
@@ -196,6 +218,7 @@ def build_window_step(learner):
     positions = _main_positions(graph, layout)
     n_out = minfo.num_var_out
     multi_step = learner.options.vjp_method == "multi-step"
+    bootstrap = getattr(learner, "bootstrap_exit_cotangent", None)
 
     def plain_step(args_t, params, others):
         # The unperturbed step: reverse mode through it is exact along every path.
@@ -216,10 +239,10 @@ def build_window_step(learner):
         (others_exit, traces_exit), outs = jax.lax.scan(body, (others, traces), arg_seq)
         return (outs, others_exit), traces_exit
 
-    def primal(arg_seq, params, others, traces, step):
+    def primal(arg_seq, params, others, traces, step, extra):
         return run_window(arg_seq, params, others, traces, step, differentiable=False)
 
-    def fwd(arg_seq, params, others, traces, step):
+    def fwd(arg_seq, params, others, traces, step, extra):
         if not multi_step:
             raise ValueError(
                 f"`{type(learner).__name__}` was built with vjp_method='single-step', whose gradient pairs each "
@@ -233,13 +256,17 @@ def build_window_step(learner):
             lambda a, p, o: run_window(a, p, o, traces, step, differentiable=True),
             arg_seq, params, others, has_aux=True)
         first_args = [a[0] for a in arg_seq]
-        return (main, traces_exit), (vjp_fn, traces, params, others, first_args, step)
+        synthetic = None
+        if bootstrap is not None and extra is not None:
+            synthetic = jax.lax.stop_gradient(bootstrap(extra, main[1]))
+        return (main, traces_exit), (vjp_fn, traces, params, others, first_args, step, synthetic, extra)
 
     def bwd(residual, cotangents):
-        vjp_fn, entry_traces, params, others, first_args, step = residual
+        vjp_fn, entry_traces, params, others, first_args, step, synthetic, extra = residual
         d_main, _ = cotangents
         d_main = jax.tree.map(lambda t: jnp.zeros_like(t) if type(t).__name__ == "Zero" else t, d_main)
         d_args, d_params, d_others = vjp_fn(d_main)
+        d_args, d_others = list(d_args), [list(o) for o in d_others]
         signals = entry_hidden_signals(graph, layout, d_others)
         # The step quantities of the window's first step: solve reads the effective
         # parameters (constant over the window) and the routing reads the step temporaries.
@@ -247,8 +274,11 @@ def build_window_step(learner):
         q = executor.step_quantities(graph, temps, dict(zip(layout.param_paths, params, strict=True)))
         grads = [list(p) for p in d_params]
         _contract_entry_traces(learner, grads, entry_traces, signals, q, step, params, temps)
+        if synthetic is not None:
+            _bootstrap_pass(learner, vjp_fn, d_main[0], synthetic, d_args, grads, d_others)
         zero_traces = jax.tree.map(jnp.zeros_like, entry_traces)
-        return d_args, grads, d_others, zero_traces, np.zeros(jnp.shape(step), dtype=jax.dtypes.float0)
+        return (d_args, grads, d_others, zero_traces, np.zeros(jnp.shape(step), dtype=jax.dtypes.float0),
+                jax.tree.map(jnp.zeros_like, extra))
 
     step_fn = jax.custom_vjp(primal)
     step_fn.defvjp(fwd, bwd)
@@ -294,8 +324,9 @@ def window_update(learner, args: tuple):
     params, others = layout.split(leaves)
     compiled.calls += 1
     step = learner.running_index.value
+    extra = learner.window_extra() if hasattr(learner, "window_extra") else None
     (outs, others_exit), traces_exit = build_window_step(learner)(arg_seq, params, others, learner.etrace.value,
-                                                                  step)
+                                                                  step, extra)
     position, flat_states = 0, []
     for i in range(len(states)):
         if i in layout.param_indices:

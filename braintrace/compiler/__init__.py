@@ -29,6 +29,11 @@ from .relations import (
     find_hidden_param_op_relations_from_minfo,
 )
 from .report import CompilationReport
+from .from_module import (
+    add_hidden_perturbation_in_module,
+    find_hidden_groups_from_module,
+    find_hidden_param_op_relations_from_module,
+)
 
 __all__ = [
     "CompilationRecord",
@@ -48,4 +53,7 @@ __all__ = [
     "extract_module_info",
     "find_hidden_groups_from_minfo",
     "find_hidden_param_op_relations_from_minfo",
+    "add_hidden_perturbation_in_module",
+    "find_hidden_groups_from_module",
+    "find_hidden_param_op_relations_from_module",
 ]

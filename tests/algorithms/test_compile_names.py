@@ -28,7 +28,7 @@ def test_implemented_names(name, cls):
 
 @pytest.mark.parametrize("name, class_name", [
     ("eprop", "EProp"), ("E_Prop", "EProp"), ("ostl_feedforward", "OSTLFeedforward"),
-    ("THREE_FACTOR", "ThreeFactor"), ("OSTL_Recurrent", "OSTLRecurrent"),
+    ("THREE_FACTOR", "ThreeFactor"), ("OSTL_Recurrent", "OSTLRecurrent"), ("uoro", "UORO"), ("DNI", "DNI"),
 ])
 def test_lazy_names_resolve_on_the_algorithms_module(name, class_name, monkeypatch):
     class Stand(braintrace.ParamDimVjpAlgorithm):
@@ -41,10 +41,9 @@ def test_lazy_names_resolve_on_the_algorithms_module(name, class_name, monkeypat
         braintrace.compile(_cell(), name, jnp.ones(3))
 
 
-@pytest.mark.parametrize("name", ["UORO", "dni"])
-def test_unimplemented_names_say_so(name):
-    with pytest.raises(braintrace.NotSupportedError, match="not implemented"):
-        braintrace.compile(_cell(), name, jnp.ones(3))
+def test_every_published_rule_name_has_an_engine():
+    from braintrace.algorithms.compile import NOT_IMPLEMENTED_ALGORITHMS
+    assert NOT_IMPLEMENTED_ALGORITHMS == {}
 
 
 def test_unknown_name_lists_the_known_ones():
@@ -108,10 +107,9 @@ def test_eprop_and_three_factor_configs_resolve_lazily(monkeypatch):
 
 
 @pytest.mark.parametrize("config, words", [
-    (ETraceConfig("random_projection", recurrence_scope="coupled"), "random_projection"),
     (ETraceConfig(recurrence_scope="coupled", learning_signal="random_feedback"), "coupled scope"),
     (ETraceConfig(recurrence_scope="sparse_n", sparse_n=3, trace_filter="kappa", kappa=0.5), "sparse_n scope"),
-    (ETraceConfig(learning_signal="bootstrapped"), "bootstrapped"),
+    (ETraceConfig(learning_signal="bootstrapped", trace_filter="kappa", kappa=0.5), "bootstrapped"),
     (ETraceConfig(update_schedule="window", window_size=4), "update_schedule='window'"),
     (ETraceConfig(update_schedule="sequence_end"), "sequence_end"),
     (ETraceConfig(temporal_recursion="scalar_leak", decay=0.5), "scalar_leak"),
@@ -123,3 +121,14 @@ def test_configs_without_an_engine_name_the_axis_value(config, words):
     cell = _cell()
     with pytest.raises(braintrace.NotSupportedError, match=words):
         braintrace.compile(cell, config, jnp.ones(3))
+
+
+@pytest.mark.parametrize("algorithm, cls", [
+    ("uoro", braintrace.UORO), ("UORO", braintrace.RandomProjectionVjpAlgorithm), ("dni", braintrace.DNI),
+    (ETraceConfig("random_projection", recurrence_scope="coupled"), braintrace.UORO),
+    (ETraceConfig(learning_signal="bootstrapped"), braintrace.DNI),
+])
+def test_uoro_and_dni_resolve(algorithm, cls):
+    learner = braintrace.compile(_cell(), algorithm, jnp.ones(3))
+    assert type(learner) is cls
+    assert learner.options.vjp_method == "multi-step"
