@@ -26,9 +26,9 @@ from .._array_repr import describe_tree
 from ..compiler.graph import ETraceGraph
 from ..compiler.jaxpr_tools import evaluate_jaxpr
 from ..ops.primitive import etp_rule_of
-from .state_layout import StateLayout
+from .state_layout import StateLayout  # noqa: F401  (re-exported: executor.StateLayout)
 
-__all__ = ["StateLayout", "StepQuantities", "VarValues", "run_step", "step_quantities", "op_inputs",
+__all__ = ["StepQuantities", "VarValues", "run_step", "step_quantities", "op_inputs",
            "pull_back_to_leaf"]
 
 

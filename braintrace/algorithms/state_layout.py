@@ -45,9 +45,12 @@ class StateLayout(NamedTuple):
     >>> from braintrace.algorithms.state_layout import StateLayout
     >>> cell = braintrace.nn.GRUCell(3, 4)
     >>> _ = brainstate.nn.init_all_states(cell)
-    >>> layout = StateLayout.of(braintrace.compile_etrace_graph(cell, jnp.ones(3)))
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     layout = StateLayout.of(braintrace.compile_etrace_graph(cell, jnp.ones(3)))
     >>> layout.param_paths, layout.hidden_other_slots
-    ((('Wh', 'weight'), ('Wr', 'weight'), ('Wz', 'weight')), ((0, ('h',)),))
+    ((('Wr', 'weight'), ('Wz', 'weight'), ('Wh', 'weight')), ((0, ('h',)),))
     """
 
     param_indices: tuple
