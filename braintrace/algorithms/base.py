@@ -429,8 +429,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
     def get_etrace_of(self, weight_path) -> dict:
         """The traces of the relations that train ``weight_path`` (a path tuple or ParamState).
 
-        Returns ``{TraceKey(relation_index, group_index): trace}`` (the keys compare equal to
-        plain ``(relation_index, group_index)`` tuples), as the rule's
+        Returns ``{(relation_index, group_index): trace}``, as the rule's
         :meth:`~braintrace.algorithms.trace_rule.TraceRule.traces_of` reports them.
         """
         self._assert_compiled("get_etrace_of")
@@ -444,7 +443,8 @@ class ETraceAlgorithm(brainstate.nn.Module):
         compiled = self._compiled
         for r, rel in enumerate(compiled.graph.hidden_param_op_relations):
             if weight_path in rel.trainable_paths.values():
-                out.update(compiled.rule.traces_of(compiled.context, self.etrace.value, r))
+                for key, trace in compiled.rule.traces_of(compiled.context, self.etrace.value, r).items():
+                    out[(int(key[0]), int(key[1]))] = trace
         if not out:
             known = sorted({format_path(p) for rel in self._compiled.graph.hidden_param_op_relations
                             for p in rel.trainable_paths.values()})
