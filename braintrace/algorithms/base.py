@@ -12,14 +12,15 @@ backpropagating through time. Its backward pass
 2. contracts the traces with those signals (``solve``) and adds everything up per
    ``ParamState`` leaf.
 
-Subclasses define the trace layout (``init``), its recursion (``roll``) and its contraction
-(``solve``). Everything runs inside ``jax.jit`` with no Python work per step.
+The learning rule itself is a :class:`~braintrace.algorithms.trace_rule.TraceRule` held in
+``learner.trace_rule``: its state layout (``init``), its recursion (``roll``) and its
+contraction (``solve``) are pure functions; the learner only wires them to the compiled graph
+and the states. Everything runs inside ``jax.jit`` with no Python work per step.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import brainstate
 import jax
@@ -30,8 +31,11 @@ from .. import _errors
 from ..compiler.diagnostics import format_path
 from ..compiler.graph import ETraceGraph, compile_etrace_graph
 from ..ops.primitive import etp_rule_of
-from . import executor, windows
+from . import executor, input_checks, windows
+from ._legacy_rule import legacy_rule_of
 from .options import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS, LearnerOptions
+from .state_layout import StateLayout
+from .trace_rule import RuleContext, TraceRule
 
 __all__ = ["ETraceAlgorithm", "ETraceVjpAlgorithm", "EligibilityTrace"]
 
@@ -47,14 +51,18 @@ class _Compiled:
     walk into it as a pytree when listing the learner's states. ``arg_treedef`` and
     ``arg_avals`` describe one step's inputs (one lane in vmap mode) for input checks;
     ``calls`` counts traced calls of ``update`` (``etrace_grad`` checks that its ``step_fn``
-    calls the learner exactly once).
+    calls the learner exactly once). ``rule`` is the learning rule the step was built with and
+    ``context`` the :class:`RuleContext` it is called with.
     """
 
-    __slots__ = ("graph", "layout", "step_fn", "arg_treedef", "arg_avals", "calls")
+    __slots__ = ("graph", "layout", "rule", "context", "step_fn", "arg_treedef", "arg_avals", "calls")
 
-    def __init__(self, graph=None, layout=None, step_fn=None, arg_treedef=None, arg_avals=()):
+    def __init__(self, graph=None, layout=None, rule=None, context=None, step_fn=None, arg_treedef=None,
+                 arg_avals=()):
         self.graph = graph
         self.layout = layout
+        self.rule = rule
+        self.context = context
         self.step_fn = step_fn
         self.arg_treedef = arg_treedef
         self.arg_avals = tuple(arg_avals)
@@ -84,6 +92,14 @@ class ETraceAlgorithm(brainstate.nn.Module):
         The published learner options, validated by
         :class:`~braintrace.algorithms.options.LearnerOptions` (an option this version does not
         provide raises :class:`~braintrace.NotSupportedError`).
+
+    Notes
+    -----
+    A subclass sets ``self.trace_rule`` (a :class:`~braintrace.algorithms.trace_rule.TraceRule`)
+    in its ``__init__``. A subclass written for the old hooks (``init_traces(graph, q)``,
+    ``roll(traces, q, step)``, ``solve(traces, signals, q, step)``, ``learning_signal(signals,
+    extra)``, ``same_step_gradients``) keeps working: its hooks are wrapped into a rule when it
+    compiles.
     """
 
     def __init__(self, model: brainstate.nn.Module, name: str | None = None, *, vmap: bool = False,
@@ -105,32 +121,26 @@ class ETraceAlgorithm(brainstate.nn.Module):
         self._compiled = _Compiled()
         # A BatchPlacement, set by `braintrace.compile(..., sharding=...)`.
         self._placement = None
+        #: The learning rule; subclasses set it in their `__init__`.
+        self.trace_rule: TraceRule | None = None
+        # Placeholders until `compile_graph` allocates the rule's state.
+        self.etrace = EligibilityTrace({})
+        self.running_index = brainstate.LongTermState(jnp.asarray(0, jnp.int32))
 
-    # ------------------------------------------------------------------ subclass hooks
-    def init_traces(self, graph: ETraceGraph, quantities: executor.StepQuantities) -> dict:
-        """Zero traces shaped from one step's quantities (shape structs)."""
-        raise NotImplementedError
+    # ------------------------------------------------------------------ the rule
+    def _compile_rule(self, graph: ETraceGraph) -> TraceRule:
+        """The rule the step is built with (a subclass may complete ``trace_rule`` from the graph)."""
+        return self.trace_rule
 
-    def roll(self, traces: dict, q: executor.StepQuantities, step: jax.Array) -> dict:
-        """Advance the traces by one step."""
-        raise NotImplementedError
-
-    def solve(self, traces: dict, signals: Sequence[jax.Array], q: executor.StepQuantities,
-              step: jax.Array) -> list:
-        """Per relation, ``{key: gradient of the effective op input}``."""
-        raise NotImplementedError
-
-    # Rules with their own learning signal (random feedback, a modulator) override these.
-    #: Whether plain parameters get their exact same-step gradient and ``∂L_t/∂h_{t-1}``
-    #: along same-step paths is contracted with the previous traces (the output bypass).
-    same_step_gradients = True
-
-    def learning_signal(self, signals: Sequence[jax.Array], extra) -> list:
-        """The per-group learning signals used by :meth:`solve`, from ``∂L/∂h`` (identity).
-
-        ``extra`` is the per-call value the rule passes to the step (``None`` by default).
-        """
-        return list(signals)
+    def _resolved_rule(self, graph: ETraceGraph) -> TraceRule:
+        rule = legacy_rule_of(self, self._compile_rule(graph))
+        if rule is None:
+            raise TypeError(
+                f"`{type(self).__name__}` has no learning rule: set `self.trace_rule` to a "
+                "`braintrace.algorithms.trace_rule.TraceRule` in `__init__` (see the 'Writing a learning rule' "
+                "page of the documentation)."
+            )
+        return rule
 
     # ------------------------------------------------------------------ compilation
     def graph_options(self) -> dict:
@@ -202,9 +212,9 @@ class ETraceAlgorithm(brainstate.nn.Module):
             If no ETP op feeds a hidden state, or a hidden state changes shape or dtype in
             the step.
         """
-        _check_not_traced(self.model, example_args, example_kwargs, "compile_graph")
+        input_checks.check_not_traced(self.model, example_args, example_kwargs, "compile_graph")
         example_args = windows.first_step_inputs(self._bind_inputs(example_args, example_kwargs))
-        _check_no_complex(self.model, example_args)
+        input_checks.check_no_complex(self.model, example_args)
         if self.vmap:
             lane_args = jax.tree.map(lambda a: a[0], example_args)
             lane_values = {}
@@ -221,7 +231,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
             lane_args = example_args
             graph = compile_etrace_graph(self.model, *example_args, control_flow=self.options.control_flow,
                                          **self.graph_options())
-        _check_hidden_states(self.model, graph)
+        input_checks.check_hidden_states(self.model, graph)
         if not graph.hidden_param_op_relations:
             raise _errors.CompilationError(
                 f"`{type(self.model).__name__}` has no ETP op feeding a hidden state, so no weight can be "
@@ -230,7 +240,8 @@ class ETraceAlgorithm(brainstate.nn.Module):
                 + "\n".join(str(r) for r in graph.diagnostics)
             )
         arg_leaves, arg_treedef = jax.tree.flatten(lane_args)
-        compiled = _Compiled(graph, executor.StateLayout.of(graph), arg_treedef=arg_treedef,
+        compiled = _Compiled(graph, StateLayout.of(graph), self._resolved_rule(graph),
+                             RuleContext(graph, self.options), arg_treedef=arg_treedef,
                              arg_avals=[(jnp.shape(a), jnp.result_type(a)) for a in arg_leaves])
         compiled.step_fn = self._build_step(compiled)
         traces = self._fresh_traces(compiled, example_args)
@@ -240,20 +251,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
         return graph
 
     def _bind_inputs(self, args: tuple, kwargs: dict) -> tuple:
-        """``args`` and ``kwargs`` as positional inputs of ``model.update``."""
-        if not kwargs:
-            return tuple(args)
-        name = f"{type(self.model).__name__}.update"
-        try:
-            bound = inspect.signature(self.model.update).bind(*args, **kwargs)
-        except TypeError as error:
-            raise TypeError(f"the inputs do not match the signature of `{name}`: {error}.") from None
-        if bound.kwargs:
-            raise TypeError(
-                f"`{name}` takes {sorted(bound.kwargs)} as keyword-only arguments; the learner passes "
-                "inputs by position. Make them positional-or-keyword parameters of `update`."
-            )
-        return tuple(bound.args)
+        return input_checks.bind_inputs(self.model, args, kwargs)
 
     def _lane_states(self) -> list:
         return [st for st in self.model.states().values() if not isinstance(st, brainstate.ParamState)]
@@ -265,15 +263,16 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
     def _fresh_traces(self, compiled: _Compiled, example_args: tuple) -> dict:
         structs = self._quantity_shapes(compiled, example_args)
-        traces = self.init_traces(compiled.graph, structs)
+        traces = compiled.rule.init(compiled.context, structs)
         if self.vmap:
             lanes = jax.tree.leaves(example_args)[0].shape[0]
             traces = jax.tree.map(lambda t: jnp.zeros((lanes,) + t.shape, t.dtype), traces)
         return traces
 
-    def _set_traces(self, traces: dict) -> None:
-        self.etrace = EligibilityTrace(traces)
-        self.running_index = brainstate.LongTermState(jnp.asarray(0, jnp.int32))
+    def _set_traces(self, traces) -> None:
+        # The states made in `__init__` keep their identity; their values change structure.
+        self.etrace.value = traces
+        self.running_index.value = jnp.asarray(0, jnp.int32)
 
     def reset_state(self, batch_size=None, **kwargs) -> None:
         """Zero the traces and the step counter (hidden states are the model's own)."""
@@ -301,9 +300,9 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
     # ------------------------------------------------------------------ the step
     def _build_step(self, compiled: _Compiled) -> Callable:
-        graph, layout = compiled.graph, compiled.layout
-        uses_old_signal = bool(graph.hidden_perturb.bypass_hidden_paths) and self.same_step_gradients
-        same_step = self.same_step_gradients
+        graph, layout, rule, ctx = compiled.graph, compiled.layout, compiled.rule, compiled.context
+        same_step = bool(rule.same_step_gradients)
+        uses_old_signal = bool(graph.hidden_perturb.bypass_hidden_paths) and same_step
 
         def quantities(temps, params):
             return executor.step_quantities(graph, temps, dict(zip(layout.param_paths, params, strict=True)))
@@ -311,15 +310,15 @@ class ETraceAlgorithm(brainstate.nn.Module):
         def primal(args, params, others, traces, step, extra):
             main, temps, _ = executor.run_step(graph, layout, args, params, others)
             q = quantities(temps, params)
-            return main, self.roll(traces, q, step)
+            return main, rule.roll(ctx, traces, q, step)
 
         def fwd(args, params, others, traces, step, extra):
             # Under a second derivative these carry tangents; the online gradient is not
             # differentiable, so refuse instead of returning zeros.
-            args, params, others, traces = _first_order_only((args, params, others, traces))
+            args, params, others, traces = input_checks.first_order_only((args, params, others, traces))
             main, temps, vjp_fn = executor.run_step(graph, layout, args, params, others)
             q = quantities(temps, params)
-            new_traces = self.roll(traces, q, step)
+            new_traces = rule.roll(ctx, traces, q, step)
             residual = (vjp_fn, new_traces, traces if uses_old_signal else None, q, params, temps, step, extra)
             return (main, new_traces), residual
 
@@ -328,15 +327,15 @@ class ETraceAlgorithm(brainstate.nn.Module):
             d_main, _ = cotangents
             d_main = [jnp.zeros_like(t) if type(t).__name__ == "Zero" else t for t in d_main]
             d_args, d_params, d_others, d_perturb = vjp_fn(d_main)
-            signals = self.learning_signal(executor.learning_signals(graph, d_perturb), extra)
+            signals = rule.learning_signal(ctx, executor.learning_signals(graph, d_perturb), extra)
             if same_step:
                 grads = [list(p) for p in d_params]
             else:
                 grads = [[jnp.zeros_like(leaf) for leaf in p] for p in d_params]
-            self._accumulate(grads, self.solve(new_traces, signals, q, step), params, temps)
+            self._accumulate(grads, rule.solve(ctx, new_traces, signals, q, step), params, temps)
             if uses_old_signal:
-                old_signals = self.learning_signal(executor.old_hidden_signals(graph, layout, d_others), extra)
-                self._accumulate(grads, self.solve(old_traces, old_signals, q, step - 1), params, temps)
+                old_signals = rule.learning_signal(ctx, executor.old_hidden_signals(graph, layout, d_others), extra)
+                self._accumulate(grads, rule.solve(ctx, old_traces, old_signals, q, step - 1), params, temps)
             zero_traces = jax.tree.map(jnp.zeros_like, new_traces)
             d_extra = jax.tree.map(jnp.zeros_like, extra)
             return d_args, grads, d_others, zero_traces, _float0_like(step), d_extra
@@ -347,14 +346,14 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
     def _accumulate(self, grads, per_relation, params, temps) -> None:
         """Add per-relation effective-input gradients into per-leaf parameter gradients."""
-        index_of_path = {p: i for i, p in enumerate(self._compiled.layout.param_paths)}
+        layout = self._compiled.layout
         for rel, eff_grads in zip(self._compiled.graph.hidden_param_op_relations, per_relation, strict=True):
             rule = etp_rule_of(rel.primitive)
-            raw = executor.op_inputs(rel, dict(zip(self._compiled.layout.param_paths, params, strict=True)), temps)
+            raw = executor.op_inputs(rel, dict(zip(layout.param_paths, params, strict=True)), temps)
             raw_grads = rule.raw_gradients(raw, eff_grads, rel.eqn_params)
             for key, g in raw_grads.items():
                 path = rel.trainable_paths[key]
-                slot = index_of_path[path]
+                slot = layout.param_slot(path)
                 leaf = rel.trainable_leaf_indices[key]
                 leaf_value = params[slot][leaf]
                 g = executor.pull_back_to_leaf(rel, key, leaf_value, g, temps)
@@ -392,16 +391,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
         n_out = minfo.num_var_out
         out_leaves, other_leaves = main[:n_out], main[n_out:]
         # Rebuild (output, state values) with units, then write the non-parameter states.
-        position = 0
-        per_state_leaves = []
-        for i in range(len(states)):
-            if i in layout.param_indices:
-                per_state_leaves.append(leaves[i])
-            else:
-                k = len(leaves[i])
-                per_state_leaves.append(other_leaves[position:position + k])
-                position += k
-        flat = list(out_leaves) + [leaf for ls in per_state_leaves for leaf in ls]
+        flat = list(out_leaves) + layout.rebuild_state_values(params, other_leaves)
         out, state_vals = jax.tree.unflatten(minfo.out_treedef, flat)
         if self._placement is not None:
             # Data parallel: keep the written states on their shards (no per-step gather).
@@ -416,36 +406,9 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
     def _checked_arg_leaves(self, args: tuple) -> list:
         """The input leaves, checked against (and cast to) the compiled example inputs."""
-        compiled = self._compiled
-        name = f"{type(self.model).__name__}.update"
-        leaves, treedef = jax.tree.flatten(args)
-        if treedef != compiled.arg_treedef:
-            raise TypeError(
-                f"the inputs of `{name}` have tree structure {treedef}; the learner was compiled for "
-                f"{compiled.arg_treedef}. Pass inputs structured like the example inputs, or recompile."
-            )
         trace_leaves = jax.tree.leaves(self.etrace.value) if self.vmap else []
         lanes = int(trace_leaves[0].shape[0]) if trace_leaves else None
-        out = []
-        for i, (leaf, (shape, dtype)) in enumerate(zip(leaves, compiled.arg_avals, strict=True)):
-            where = f"input leaf {i} of `{name}`" if len(leaves) > 1 else f"the input of `{name}`"
-            found = tuple(jnp.shape(leaf))
-            expected = shape if lanes is None else (lanes,) + tuple(shape)
-            if found != tuple(expected):
-                hint = ("recompile for the new batch size (`braintrace.compile(..., batch_size=...)`)"
-                        if found[1:] == tuple(expected)[1:] and found else
-                        "check the feature axes, or recompile with example inputs of this shape")
-                raise ValueError(f"{where} has shape {found}; the learner was compiled for {tuple(expected)}"
-                                 f"{' (lane axis first)' if lanes is not None else ''}. To use this shape, {hint}.")
-            found_dtype = jnp.result_type(leaf)
-            if found_dtype != dtype:
-                if not np.can_cast(found_dtype, dtype, casting="same_kind"):
-                    raise TypeError(f"{where} has dtype {found_dtype}; the learner was compiled for {dtype}, and "
-                                    f"{found_dtype} does not convert to it without loss. Cast the input, or "
-                                    "recompile with example inputs of this dtype.")
-                leaf = jnp.asarray(leaf, dtype)
-            out.append(leaf)
-        return out
+        return input_checks.checked_arg_leaves(self.model, self._compiled, args, lanes)
 
     def _current_states(self) -> list:
         """The model's states for the compiled paths.
@@ -476,7 +439,8 @@ class ETraceAlgorithm(brainstate.nn.Module):
     def get_etrace_of(self, weight_path) -> dict:
         """The traces of the relations that train ``weight_path`` (a path tuple or ParamState).
 
-        Returns ``{(relation_index, group_index): trace}``.
+        Returns ``{(relation_index, group_index): trace}``, as the rule's
+        :meth:`~braintrace.algorithms.trace_rule.TraceRule.traces_of` reports them.
         """
         self._assert_compiled("get_etrace_of")
         if isinstance(weight_path, brainstate.ParamState):
@@ -486,13 +450,11 @@ class ETraceAlgorithm(brainstate.nn.Module):
             weight_path = matches[0]
         weight_path = tuple(weight_path)
         out = {}
-        for r, rel in enumerate(self._compiled.graph.hidden_param_op_relations):
+        compiled = self._compiled
+        for r, rel in enumerate(compiled.graph.hidden_param_op_relations):
             if weight_path in rel.trainable_paths.values():
-                for g in rel.hidden_groups:
-                    # Rules keyed by (relation, group) tuples, or by the older "r:g" strings.
-                    for key in ((r, g.index), f"{r}:{g.index}"):
-                        if key in self.etrace.value:
-                            out[(r, g.index)] = self.etrace.value[key]
+                for key, trace in compiled.rule.traces_of(compiled.context, self.etrace.value, r).items():
+                    out[(int(key[0]), int(key[1]))] = trace
         if not out:
             known = sorted({format_path(p) for rel in self._compiled.graph.hidden_param_op_relations
                             for p in rel.trainable_paths.values()})
@@ -540,91 +502,6 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
         return etrace_evolve(self, *sequences, step_fn=step_fn, chunk_size=chunk_size,
                              return_outputs=return_outputs)
-
-
-@jax.custom_jvp
-def _first_order_guard(x):
-    return x
-
-
-@_first_order_guard.defjvp
-def _first_order_guard_jvp(primals, tangents):
-    raise _errors.NotSupportedError(
-        "differentiating the online gradient (a second derivative, `jax.jacfwd`/`jax.hessian`/"
-        "`jax.grad` over `etrace_grad` or over a gradient of a learner step) is not supported: the "
-        "eligibility-trace gradient is an estimate with no derivative of its own, and returning one "
-        "would give silent zeros. Differentiate a BPTT loss (`brainstate.transform.grad` of the "
-        "unrolled model) for higher-order derivatives, or use finite differences of `etrace_grad`."
-    )
-
-
-def _first_order_only(tree):
-    """Identity on values; raises if a forward-mode tangent flows into the learner's step."""
-    return jax.tree.map(
-        lambda a: _first_order_guard(a) if jnp.issubdtype(jnp.result_type(a), jnp.inexact) else a, tree)
-
-
-def _is_tracer(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
-
-
-def _check_not_traced(model, args, kwargs, what: str) -> None:
-    """Refuse to compile under a JAX trace: the model and learner would keep dead tracers."""
-    traced_input = any(_is_tracer(a) for a in jax.tree.leaves((args, kwargs)))
-    traced_state = [format_path(p) for p, st in model.states().items()
-                    if any(_is_tracer(v) for v in jax.tree.leaves(st.value))]
-    if traced_input or traced_state or _is_tracer(jnp.zeros(())):
-        found = ("traced example inputs" if traced_input else
-                 f"traced values in state(s) {', '.join(traced_state)}" if traced_state else "an active JAX trace")
-        raise _errors.NotSupportedError(
-            f"`{what}` was called inside `jax.jit` (or another JAX transformation): found {found}. "
-            "Compilation stores concrete state values and the traced graph in the learner, which would "
-            "hold dead tracers after the transformation returns. Compile once outside `jit` with concrete "
-            "example inputs, then call the learner (or `etrace_grad`) inside `jit`."
-        )
-
-
-def _check_no_complex(model, args) -> None:
-    """Complex inputs, parameters or states: the trace rules assume real arrays."""
-    for i, leaf in enumerate(jax.tree.leaves(args)):
-        if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating):
-            raise _errors.NotSupportedError(
-                f"input leaf {i} of `{type(model).__name__}.update` has the complex dtype {jnp.result_type(leaf)}; "
-                "online learning supports real-valued inputs, parameters and hidden states only. Split the "
-                "input into real and imaginary parts (two real arrays), or use BPTT for complex models."
-            )
-    for path, st in model.states().items():
-        for leaf in jax.tree.leaves(st.value):
-            if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating):
-                raise _errors.NotSupportedError(
-                    f"{type(st).__name__} `{format_path(path)}` has the complex dtype {jnp.result_type(leaf)}; "
-                    "online learning supports real-valued inputs, parameters and hidden states only. Store the "
-                    "real and imaginary parts in separate real arrays, or use BPTT for complex models."
-                )
-
-
-def _check_hidden_states(model, graph: ETraceGraph) -> None:
-    """Every hidden state used by the step is floating point and keeps its shape and dtype."""
-    minfo = graph.module_info
-    for path, invar in minfo.hidden_path_to_invar.items():
-        dtype = invar.aval.dtype
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise _errors.NotSupportedError(
-                f"HiddenState `{format_path(path)}` has dtype {dtype}; hidden states carry eligibility traces and "
-                "gradients, so they must be floating point. Keep integer or boolean quantities (spike counts, "
-                "refractory flags, step counters) in a `brainstate.ShortTermState`, or store them as floats."
-            )
-        outvar = minfo.hidden_path_to_outvar[path]
-        before = (tuple(invar.aval.shape), invar.aval.dtype)
-        after = (tuple(outvar.aval.shape), outvar.aval.dtype)
-        if before != after:
-            raise _errors.CompilationError(
-                f"HiddenState `{format_path(path)}` enters the step as {before[1]}{list(before[0])} and leaves it as "
-                f"{after[1]}{list(after[0])}; a hidden state must keep its shape and dtype from step to step "
-                f"(eligibility traces are laid out per hidden position). Fix `{type(model).__name__}.update` so "
-                "that the new value has the old value's shape (slice, reshape or cast it), or initialise the "
-                "state with the shape the step produces."
-            )
 
 
 def _float0_like(x):

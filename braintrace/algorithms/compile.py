@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 
 from .. import _errors
-from .base import ETraceAlgorithm, _check_not_traced
+from .base import ETraceAlgorithm
+from .input_checks import check_not_traced
 from .config import ETraceConfig
 from .d_rtrl import ParamDimVjpAlgorithm
 from .es_d_rtrl import IODimVjpAlgorithm
@@ -232,7 +233,7 @@ def compile(model: brainstate.nn.Module, algorithm, *example_inputs, batch_size:
     if isinstance(verbose, bool) or not isinstance(verbose, int) or verbose < 0:
         raise ValueError(f"`verbose` must be a non-negative int; got {verbose!r}.")
     # Before init_all_states: under a trace it would leave tracers in the model.
-    _check_not_traced(model, example_inputs, {}, "braintrace.compile")
+    check_not_traced(model, example_inputs, {}, "braintrace.compile")
     # The learner first: a rejected option leaves the model untouched.
     learner = cls(model, vmap=vmap, **options)
     if vmap and learner.options.vjp_method == "multi-step":

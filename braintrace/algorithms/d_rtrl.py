@@ -16,18 +16,19 @@ Memory per dense ``I→O`` relation: ``O(B·I·O·S)``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
 from ..ops.primitive import etp_rule_of
 from .base import ETraceAlgorithm
 from .executor import apply_jacobian
+from .options import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS
+from .trace_rule import TraceKey, TraceRule, relation_groups
 
-__all__ = ["ParamDimVjpAlgorithm", "D_RTRL"]
-
-
-def trace_key(relation_index: int, group_index: int) -> str:
-    return f"{relation_index}:{group_index}"
+__all__ = ["ParamDimVjpAlgorithm", "D_RTRL", "ParamDimRule", "zero_param_trace", "roll_param_trace",
+           "contract_param_traces"]
 
 
 def zero_param_trace(relation, x, df, effective) -> dict:
@@ -47,6 +48,59 @@ def roll_param_trace(relation, group, trace, x, df, effective, jacobian) -> dict
         return {k: (rolled[k] + increment[k]).astype(t.dtype) for k, t in trace.items()}
     rank = len(group.varshape)
     return {k: (apply_jacobian(jacobian, t, rank) + increment[k]).astype(t.dtype) for k, t in trace.items()}
+
+
+def contract_param_traces(ctx, traces, signals, q) -> list:
+    """Per relation, ``Σ_g <signal_g, ε_{r,g}>`` as ``{key: gradient of the effective input}``.
+
+    ``traces`` is ``{TraceKey: parameter-dimension trace}`` for every (relation, group).
+    """
+    out = []
+    for r, rel in enumerate(ctx.graph.hidden_param_op_relations):
+        rule = etp_rule_of(rel.primitive)
+        grads = {}
+        for group in rel.hidden_groups:
+            contribution = rule.trace_contract(traces[TraceKey(r, group.index)], signals[group.index],
+                                               q.effective[r], rel.eqn_params)
+            for k, g in contribution.items():
+                grads[k] = g if k not in grads else grads[k] + g
+        out.append(grads)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamDimRule(TraceRule):
+    """The D-RTRL rule: one parameter-dimension trace per (relation, group).
+
+    State: ``{TraceKey(r, g): {op input key: (*V, *C, S)}}``.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp
+    >>> import braintrace
+    >>> learner = braintrace.D_RTRL(braintrace.nn.GRUCell(3, 4))
+    >>> _ = brainstate.nn.init_all_states(learner.model)
+    >>> _ = learner.compile_graph(jnp.ones(3))
+    >>> learner.trace_rule
+    ParamDimRule()
+    >>> sorted(learner.etrace.value)
+    [TraceKey(relation=0, group=0), TraceKey(relation=1, group=0)]
+    """
+
+    def init(self, ctx, q) -> dict:
+        return {TraceKey(r, group.index): zero_param_trace(rel, q.x[r], q.df[r][i], q.effective[r])
+                for r, rel, i, group in relation_groups(ctx)}
+
+    def roll(self, ctx, state, q, step) -> dict:
+        new = {}
+        for r, rel, i, group in relation_groups(ctx):
+            key = TraceKey(r, group.index)
+            new[key] = roll_param_trace(rel, group, state[key], q.x[r], q.df[r][i], q.effective[r],
+                                        q.jacobians[group.index])
+        return new
+
+    def solve(self, ctx, state, signals, q, step) -> list:
+        return contract_param_traces(ctx, state, signals, q)
 
 
 class ParamDimVjpAlgorithm(ETraceAlgorithm):
@@ -83,34 +137,15 @@ class ParamDimVjpAlgorithm(ETraceAlgorithm):
     [('Wh', 'weight'), ('Wr', 'weight'), ('Wz', 'weight')]
     """
 
-    def init_traces(self, graph, q) -> dict:
-        return {
-            trace_key(r, group.index): zero_param_trace(rel, q.x[r], q.df[r][i], q.effective[r])
-            for r, rel in enumerate(graph.hidden_param_op_relations)
-            for i, group in enumerate(rel.hidden_groups)
-        }
-
-    def roll(self, traces, q, step) -> dict:
-        new = {}
-        for r, rel in enumerate(self.graph.hidden_param_op_relations):
-            for i, group in enumerate(rel.hidden_groups):
-                key = trace_key(r, group.index)
-                new[key] = roll_param_trace(rel, group, traces[key], q.x[r], q.df[r][i], q.effective[r],
-                                            q.jacobians[group.index])
-        return new
-
-    def solve(self, traces, signals, q, step) -> list:
-        out = []
-        for r, rel in enumerate(self.graph.hidden_param_op_relations):
-            rule = etp_rule_of(rel.primitive)
-            grads = {}
-            for group in rel.hidden_groups:
-                contribution = rule.trace_contract(traces[trace_key(r, group.index)], signals[group.index],
-                                                   q.effective[r], rel.eqn_params)
-                for k, g in contribution.items():
-                    grads[k] = g if k not in grads else grads[k] + g
-            out.append(grads)
-        return out
+    def __init__(self, model, name: str | None = None, *, vmap: bool = False, vjp_method: str = "single-step",
+                 fast_solve: bool = True, trace_dtype=None, chunked_trace: bool = True, control_flow=None,
+                 config=None, random_feedback_key=None,
+                 snap_max_jacobian_elements: int = DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS):
+        super().__init__(model, name, vmap=vmap, vjp_method=vjp_method, fast_solve=fast_solve,
+                         trace_dtype=trace_dtype, chunked_trace=chunked_trace, control_flow=control_flow,
+                         config=config, random_feedback_key=random_feedback_key,
+                         snap_max_jacobian_elements=snap_max_jacobian_elements)
+        self.trace_rule = ParamDimRule()
 
 
 D_RTRL = ParamDimVjpAlgorithm

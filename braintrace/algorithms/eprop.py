@@ -22,19 +22,20 @@ whole sequence is therefore BPTT, whatever κ and the feedback are.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from .d_rtrl import ParamDimVjpAlgorithm
+from .d_rtrl import ParamDimRule, ParamDimVjpAlgorithm
 
-__all__ = ["EProp", "KappaFilter", "FixedRandomFeedback", "FEEDBACKS"]
+__all__ = ["EProp", "EPropRule", "EPropState", "KappaFilter", "FixedRandomFeedback", "FEEDBACKS",
+           "draw_feedback_matrices"]
 
 #: Accepted spellings of ``feedback`` and what they mean.
 FEEDBACKS = {"symmetric": "symmetric", "random": "random", "random_feedback": "random"}
-
-_FILTER_PREFIX = "kappa:"
 
 
 def _check_kappa(kappa) -> float:
@@ -147,6 +148,88 @@ def as_key(key, name: str):
     raise TypeError(f"`{name}` must be an int seed or a JAX PRNG key; got an array of {array.dtype}{list(array.shape)}.")
 
 
+class EPropState(NamedTuple):
+    """The e-prop state: the D-RTRL traces and their κ-filtered copies.
+
+    Attributes
+    ----------
+    traces : dict
+        ``{TraceKey(r, g): ε}``, the D-RTRL traces.
+    filtered : dict
+        ``{TraceKey(r, g): ē}`` (empty for κ = 0, where ``ē = ε``).
+    """
+
+    traces: dict
+    filtered: dict
+
+
+def draw_feedback_matrices(graph, key) -> tuple:
+    """Per hidden group, a square :class:`FixedRandomFeedback` over its width (key ``fold_in(key, g)``)."""
+    matrices = []
+    for g in graph.hidden_groups:
+        width = int(g.varshape[-1]) if len(g.varshape) else 1
+        matrices.append(FixedRandomFeedback(width, width, jax.random.fold_in(key, g.index)))
+    return tuple(matrices)
+
+
+@dataclasses.dataclass(frozen=True)
+class EPropRule(ParamDimRule):
+    """The e-prop rule: D-RTRL traces, a κ filter and symmetric or random feedback.
+
+    Parameters
+    ----------
+    kappa : float
+        The filter decay ``κ`` in [0, 1).
+    feedback : {'symmetric', 'random'}
+        The learning signal.
+    feedback_matrices : tuple of FixedRandomFeedback, optional
+        Per hidden group, the random feedback (required for ``feedback='random'``; the
+        learner draws them when it compiles, see :func:`draw_feedback_matrices`).
+
+    Examples
+    --------
+    >>> from braintrace.algorithms.eprop import EPropRule
+    >>> EPropRule(kappa=0.5)
+    EPropRule(kappa=0.5, feedback='symmetric')
+    """
+
+    kappa: float = 0.0
+    feedback: str = "symmetric"
+    feedback_matrices: tuple | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    def init(self, ctx, q) -> EPropState:
+        traces = super().init(ctx, q)
+        filtered = {}
+        if self.kappa > 0.0:
+            filtered = {k: jax.tree.map(jnp.zeros_like, v) for k, v in traces.items()}
+        return EPropState(traces, filtered)
+
+    def roll(self, ctx, state, q, step) -> EPropState:
+        traces = super().roll(ctx, state.traces, q, step)
+        filtered = {}
+        if self.kappa > 0.0:
+            filtered = {k: KappaFilter.step(state.filtered[k], eps, self.kappa) for k, eps in traces.items()}
+        return EPropState(traces, filtered)
+
+    def solve(self, ctx, state, signals, q, step) -> list:
+        return super().solve(ctx, state.filtered if self.kappa > 0.0 else state.traces, signals, q, step)
+
+    def learning_signal(self, ctx, signals, extra) -> list:
+        if self.feedback == "symmetric":
+            return list(signals)
+        out = []
+        for fb, s in zip(self.feedback_matrices, signals, strict=True):
+            if s.ndim < 2:  # a scalar group: (S,)
+                out.append(s * fb.matrix[0, 0].astype(s.dtype))
+            else:  # (*V, N, S): project the width axis
+                out.append(jnp.moveaxis(fb.project(jnp.moveaxis(s, -1, -2)), -1, -2))
+        return out
+
+    def traces_of(self, ctx, state, relation_index) -> dict:
+        """The unfiltered D-RTRL traces ``ε`` of one relation."""
+        return super().traces_of(ctx, state.traces, relation_index)
+
+
 class EProp(ParamDimVjpAlgorithm):
     """e-prop: D-RTRL traces with a κ filter and symmetric or random feedback.
 
@@ -222,46 +305,29 @@ class EProp(ParamDimVjpAlgorithm):
             random_feedback_key = as_key(random_feedback_key, "random_feedback_key")
         super().__init__(model, name, vjp_method=vjp_method, fast_solve=fast_solve,
                          random_feedback_key=random_feedback_key, **kwargs)
-        self.feedback = feedback
-        self.kappa = kappa
+        self.trace_rule = EPropRule(kappa=kappa, feedback=feedback)
         self._feedback_key = random_feedback_key
-        self._feedback_matrices = None
+
+    @property
+    def feedback(self) -> str:
+        """``'symmetric'`` or ``'random'``."""
+        return self.trace_rule.feedback
+
+    @property
+    def kappa(self) -> float:
+        """The trace filter decay ``κ``."""
+        return self.trace_rule.kappa
 
     @property
     def kappa_filter_decay(self) -> float:
         return self.kappa
 
-    # ------------------------------------------------------------------ traces
-    def init_traces(self, graph, q) -> dict:
-        traces = super().init_traces(graph, q)
-        if self.kappa > 0.0:
-            traces.update({_FILTER_PREFIX + k: jax.tree.map(jnp.zeros_like, v) for k, v in list(traces.items())})
-        return traces
-
-    def roll(self, traces, q, step) -> dict:
-        raw = {k: v for k, v in traces.items() if not k.startswith(_FILTER_PREFIX)}
-        new = super().roll(raw, q, step)
-        if self.kappa > 0.0:
-            for k, eps in list(new.items()):
-                new[_FILTER_PREFIX + k] = KappaFilter.step(traces[_FILTER_PREFIX + k], eps, self.kappa)
-        return new
-
-    def solve(self, traces, signals, q, step) -> list:
-        if self.kappa > 0.0:
-            traces = {k[len(_FILTER_PREFIX):]: v for k, v in traces.items() if k.startswith(_FILTER_PREFIX)}
-        return super().solve(traces, signals, q, step)
-
-    # ------------------------------------------------------------------ feedback
-    def compile_graph(self, *example_args, **example_kwargs):
-        graph = super().compile_graph(*example_args, **example_kwargs)
-        if self.feedback == "random":
-            # Drawn here, outside any trace: the matrices are constants of the step.
-            mats = []
-            for g in graph.hidden_groups:
-                width = int(g.varshape[-1]) if len(g.varshape) else 1
-                mats.append(FixedRandomFeedback(width, width, jax.random.fold_in(self._feedback_key, g.index)))
-            self._feedback_matrices = mats
-        return graph
+    def _compile_rule(self, graph):
+        if self.feedback != "random":
+            return self.trace_rule
+        # Drawn here, outside any trace: the matrices are constants of the step.
+        return dataclasses.replace(self.trace_rule,
+                                   feedback_matrices=draw_feedback_matrices(graph, self._feedback_key))
 
     @property
     def feedback_matrices(self) -> list:
@@ -269,15 +335,4 @@ class EProp(ParamDimVjpAlgorithm):
         if self.feedback != "random":
             raise ValueError("`feedback_matrices` exist only with feedback='random'.")
         self._assert_compiled("feedback_matrices")
-        return list(self._feedback_matrices)
-
-    def learning_signal(self, signals, extra) -> list:
-        if self.feedback == "symmetric":
-            return list(signals)
-        out = []
-        for fb, s in zip(self.feedback_matrices, signals, strict=True):
-            if s.ndim < 2:  # a scalar group: (S,)
-                out.append(s * fb.matrix[0, 0].astype(s.dtype))
-            else:  # (*V, N, S): project the width axis
-                out.append(jnp.moveaxis(fb.project(jnp.moveaxis(s, -1, -2)), -1, -2))
-        return out
+        return list(self._compiled.rule.feedback_matrices)

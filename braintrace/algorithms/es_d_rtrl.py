@@ -15,17 +15,21 @@ parameters) keep their exact, already ``O(B·O·S)``, trace.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from ..ops.primitive import etp_rule_of
 from .base import ETraceAlgorithm
-from .d_rtrl import roll_param_trace, trace_key, zero_param_trace
+from .d_rtrl import roll_param_trace, zero_param_trace
 from .executor import apply_jacobian
+from .trace_rule import TraceKey, TraceRule
 
-__all__ = ["IODimVjpAlgorithm", "ES_D_RTRL", "OSTLFeedforward", "pp_prop", "decay_from"]
+__all__ = ["IODimVjpAlgorithm", "ES_D_RTRL", "OSTLFeedforward", "pp_prop", "decay_from", "IODimRule",
+           "IODimState", "input_slots"]
 
 
 def decay_from(decay_or_rank) -> float:
@@ -50,6 +54,126 @@ def decay_from(decay_or_rank) -> float:
             raise ValueError(f"a float `decay_or_rank` is a decay and must lie in (0, 1); got {value}.")
         return value
     raise TypeError(f"`decay_or_rank` must be a float or an int; got {type(decay_or_rank).__name__}.")
+
+
+class IODimState(NamedTuple):
+    """The pp-prop state.
+
+    Attributes
+    ----------
+    inputs : dict
+        ``{slot: x̄}``, one input trace per distinct op input (see :func:`input_slots`).
+    outputs : dict
+        ``{TraceKey(r, g): ε_f}`` of shape ``(*V, S)``; a relation without a data input
+        (element-wise parameters) keeps its exact D-RTRL trace ``{op input key: array}``.
+    """
+
+    inputs: dict
+    outputs: dict
+
+
+def input_slots(graph) -> list:
+    """Per relation, the index of its input trace (``None`` for relations without a data input).
+
+    Relations that read the same var share one input trace, except ops with their own input
+    representation (embedding's one-hot), which keep one slot each.
+    """
+    slots, by_relation = {}, []
+    for r, rel in enumerate(graph.hidden_param_op_relations):
+        if rel.x_var is None:
+            by_relation.append(None)
+            continue
+        key = rel.x_var if etp_rule_of(rel.primitive).io_input is None else (rel.x_var, r)
+        if key not in slots:
+            slots[key] = len(slots)
+        by_relation.append(slots[key])
+    return by_relation
+
+
+def _input_representation(rel, x):
+    return etp_rule_of(rel.primitive).input_representation(x, rel.eqn_params)
+
+
+@dataclasses.dataclass(frozen=True)
+class IODimRule(TraceRule):
+    """The pp-prop / ES-D-RTRL rule with decay ``α`` (state: :class:`IODimState`).
+
+    Parameters
+    ----------
+    decay : float
+        The trace decay ``α`` in (0, 1).
+
+    Examples
+    --------
+    >>> from braintrace.algorithms.es_d_rtrl import IODimRule
+    >>> IODimRule(decay=0.9)
+    IODimRule(decay=0.9)
+    """
+
+    decay: float = 0.9
+
+    def init(self, ctx, q) -> IODimState:
+        inputs, outputs = {}, {}
+        graph = ctx.graph
+        for r, (rel, slot) in enumerate(zip(graph.hidden_param_op_relations, input_slots(graph), strict=True)):
+            if slot is not None and slot not in inputs:
+                x_repr = jax.eval_shape(lambda x, rel=rel: _input_representation(rel, x), q.x[r])
+                inputs[slot] = jnp.zeros(x_repr.shape, x_repr.dtype)
+            for i, group in enumerate(rel.hidden_groups):
+                df = q.df[r][i]
+                if slot is None:
+                    outputs[TraceKey(r, group.index)] = zero_param_trace(rel, q.x[r], df, q.effective[r])
+                else:
+                    outputs[TraceKey(r, group.index)] = jnp.zeros(df.shape, df.dtype)
+        return IODimState(inputs, outputs)
+
+    def roll(self, ctx, state, q, step) -> IODimState:
+        a = self.decay
+        inputs, outputs = {}, {}
+        graph = ctx.graph
+        for r, (rel, slot) in enumerate(zip(graph.hidden_param_op_relations, input_slots(graph), strict=True)):
+            if slot is not None and slot not in inputs:
+                old = state.inputs[slot]
+                inputs[slot] = (a * old + _input_representation(rel, q.x[r])).astype(old.dtype)
+            for i, group in enumerate(rel.hidden_groups):
+                key = TraceKey(r, group.index)
+                jac = q.jacobians[group.index]
+                rank = len(group.varshape)
+                old = state.outputs[key]
+                if slot is None:
+                    outputs[key] = roll_param_trace(rel, group, old, q.x[r], q.df[r][i], q.effective[r], jac)
+                else:
+                    prop = apply_jacobian(jac, old[..., None, :], rank)[..., 0, :]
+                    outputs[key] = (a * prop + (1.0 - a) * q.df[r][i]).astype(old.dtype)
+        return IODimState(inputs, outputs)
+
+    def solve(self, ctx, state, signals, q, step) -> list:
+        a = self.decay
+        k = jnp.asarray(step, jnp.float32)
+        correction = jnp.where(k >= 1000, 1.0, 1.0 - jnp.power(a, k + 1.0))
+        correction = jax.lax.stop_gradient(jnp.maximum(correction, 1e-8))
+        out = []
+        graph = ctx.graph
+        for r, (rel, slot) in enumerate(zip(graph.hidden_param_op_relations, input_slots(graph), strict=True)):
+            rule = etp_rule_of(rel.primitive)
+            grads = {}
+            for group in rel.hidden_groups:
+                trace = state.outputs[TraceKey(r, group.index)]
+                signal = signals[group.index]
+                if slot is None:
+                    contribution = rule.trace_contract(trace, signal, q.effective[r], rel.eqn_params)
+                else:
+                    s = jnp.sum(trace * signal, axis=-1) / correction
+                    contribution = rule.io_gradient(state.inputs[slot], s, q.effective[r], rel.eqn_params,
+                                                    tuple(group.varshape))
+                for name, g in contribution.items():
+                    grads[name] = g if name not in grads else grads[name] + g
+            out.append(grads)
+        return out
+
+    def traces_of(self, ctx, state, relation_index) -> dict:
+        """The output traces ``ε_f`` (or exact traces) of one relation."""
+        return {key: value for key, value in state.outputs.items() if key.relation == relation_index}
 
 
 class IODimVjpAlgorithm(ETraceAlgorithm):
@@ -87,81 +211,12 @@ class IODimVjpAlgorithm(ETraceAlgorithm):
 
     def __init__(self, model, decay_or_rank=0.9, name: str | None = None, *, vmap: bool = False, **options):
         super().__init__(model, name, vmap=vmap, **options)
-        self.decay = decay_from(decay_or_rank)
+        self.trace_rule = IODimRule(decay_from(decay_or_rank))
 
-    # The input traces are shared by relations that read the same var, except for ops with
-    # their own input representation (embedding's one-hot), which keep one slot each.
-    def _x_slots(self, graph=None):
-        slots, by_relation = {}, []
-        graph = self.graph if graph is None else graph
-        for r, rel in enumerate(graph.hidden_param_op_relations):
-            if rel.x_var is None:
-                by_relation.append(None)
-                continue
-            key = rel.x_var if etp_rule_of(rel.primitive).io_input is None else (rel.x_var, r)
-            if key not in slots:
-                slots[key] = f"x:{len(slots)}"
-            by_relation.append(slots[key])
-        return by_relation
-
-    @staticmethod
-    def _x_repr(rel, x):
-        return etp_rule_of(rel.primitive).input_representation(x, rel.eqn_params)
-
-    def init_traces(self, graph, q) -> dict:
-        traces = {}
-        for r, (rel, slot) in enumerate(zip(graph.hidden_param_op_relations, self._x_slots(graph), strict=True)):
-            if slot is not None and slot not in traces:
-                x_repr = jax.eval_shape(lambda x, rel=rel: self._x_repr(rel, x), q.x[r])
-                traces[slot] = jnp.zeros(x_repr.shape, x_repr.dtype)
-            for i, group in enumerate(rel.hidden_groups):
-                df = q.df[r][i]
-                if slot is None:
-                    traces[trace_key(r, group.index)] = zero_param_trace(rel, q.x[r], df, q.effective[r])
-                else:
-                    traces[trace_key(r, group.index)] = jnp.zeros(df.shape, df.dtype)
-        return traces
-
-    def roll(self, traces, q, step) -> dict:
-        a = self.decay
-        new = {}
-        slots = self._x_slots()
-        for r, (rel, slot) in enumerate(zip(self.graph.hidden_param_op_relations, slots, strict=True)):
-            if slot is not None and slot not in new:
-                new[slot] = (a * traces[slot] + self._x_repr(rel, q.x[r])).astype(traces[slot].dtype)
-            for i, group in enumerate(rel.hidden_groups):
-                key = trace_key(r, group.index)
-                jac = q.jacobians[group.index]
-                rank = len(group.varshape)
-                if slot is None:
-                    new[key] = roll_param_trace(rel, group, traces[key], q.x[r], q.df[r][i], q.effective[r], jac)
-                else:
-                    prop = apply_jacobian(jac, traces[key][..., None, :], rank)[..., 0, :]
-                    new[key] = (a * prop + (1.0 - a) * q.df[r][i]).astype(traces[key].dtype)
-        return new
-
-    def solve(self, traces, signals, q, step) -> list:
-        a = self.decay
-        k = jnp.asarray(step, jnp.float32)
-        correction = jnp.where(k >= 1000, 1.0, 1.0 - jnp.power(a, k + 1.0))
-        correction = jax.lax.stop_gradient(jnp.maximum(correction, 1e-8))
-        out = []
-        for r, (rel, slot) in enumerate(zip(self.graph.hidden_param_op_relations, self._x_slots(), strict=True)):
-            rule = etp_rule_of(rel.primitive)
-            grads = {}
-            for group in rel.hidden_groups:
-                key = trace_key(r, group.index)
-                signal = signals[group.index]
-                if slot is None:
-                    contribution = rule.trace_contract(traces[key], signal, q.effective[r], rel.eqn_params)
-                else:
-                    s = jnp.sum(traces[key] * signal, axis=-1) / correction
-                    contribution = rule.io_gradient(traces[slot], s, q.effective[r], rel.eqn_params,
-                                                    tuple(group.varshape))
-                for name, g in contribution.items():
-                    grads[name] = g if name not in grads else grads[name] + g
-            out.append(grads)
-        return out
+    @property
+    def decay(self) -> float:
+        """The trace decay ``α``."""
+        return self.trace_rule.decay
 
 
 ES_D_RTRL = IODimVjpAlgorithm

@@ -18,10 +18,8 @@ differences.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import brainstate
 import jax
 import jax.numpy as jnp
 
@@ -29,10 +27,10 @@ from .._array_repr import describe_tree
 from ..compiler.graph import ETraceGraph
 from ..compiler.jaxpr_tools import evaluate_jaxpr
 from ..ops.primitive import etp_rule_of
+from .state_layout import StateLayout  # noqa: F401  (re-exported: executor.StateLayout)
 
-__all__ = ["StateLayout", "StepQuantities", "VarValues", "run_step", "step_quantities", "op_inputs",
-           "pull_back_to_leaf",
-           "apply_transition_jacobian"]
+__all__ = ["StepQuantities", "VarValues", "run_step", "step_quantities", "op_inputs",
+           "pull_back_to_leaf", "apply_transition_jacobian"]
 
 
 @jax.tree_util.register_pytree_node_class
@@ -72,41 +70,6 @@ class VarValues:
 
     def __repr__(self) -> str:
         return f"VarValues({len(self._keys)} vars)"
-
-
-class StateLayout(NamedTuple):
-    """How the compiled states split into parameters and the rest."""
-
-    param_indices: tuple
-    other_indices: tuple
-    param_paths: tuple
-    treedefs: tuple
-
-    @classmethod
-    def of(cls, graph: ETraceGraph) -> StateLayout:
-        minfo = graph.module_info
-        p_idx, o_idx, paths = [], [], []
-        for i, st in enumerate(minfo.compiled_model_states):
-            if isinstance(st, brainstate.ParamState):
-                p_idx.append(i)
-                paths.append(minfo.state_id_to_path[id(st)])
-            else:
-                o_idx.append(i)
-        return cls(tuple(p_idx), tuple(o_idx), tuple(paths), tuple(minfo.state_treedefs))
-
-    def split(self, leaves_per_state: Sequence[Sequence[Any]]) -> tuple[list, list]:
-        """Per-state leaf lists (compiled order) split into ``(params, others)``."""
-        return ([leaves_per_state[i] for i in self.param_indices],
-                [leaves_per_state[i] for i in self.other_indices])
-
-    def merge(self, param_leaves: Sequence[Sequence[Any]], other_leaves: Sequence[Sequence[Any]]) -> list:
-        """Flat leaves of every compiled state, in compiled order."""
-        per_state = [None] * (len(self.param_indices) + len(self.other_indices))
-        for i, leaves in zip(self.param_indices, param_leaves, strict=True):
-            per_state[i] = list(leaves)
-        for i, leaves in zip(self.other_indices, other_leaves, strict=True):
-            per_state[i] = list(leaves)
-        return [leaf for leaves in per_state for leaf in leaves]
 
 
 class StepQuantities(NamedTuple):
@@ -157,12 +120,7 @@ def run_step(graph: ETraceGraph, layout: StateLayout, arg_leaves, param_leaves, 
     """
     minfo = graph.module_info
     perturb = graph.hidden_perturb
-    out_positions = list(range(minfo.num_var_out))
-    position = minfo.num_var_out
-    for i, outs in enumerate(minfo.state_tree_outvars):
-        if i in layout.other_indices:
-            out_positions.extend(range(position, position + len(outs)))
-        position += len(outs)
+    out_positions = layout.main_output_positions
     zeros = [jnp.zeros(v.aval.shape, v.aval.dtype) for v in perturb.perturb_vars]
 
     invars = list(minfo.closed_jaxpr.invars)
@@ -259,15 +217,9 @@ def learning_signals(graph: ETraceGraph, perturb_cotangents) -> list:
 
 def old_hidden_signals(graph: ETraceGraph, layout: StateLayout, other_cotangents) -> list | None:
     """Per group, ``∂L/∂h_{t-1}`` along same-step paths, or None when no group has one."""
-    minfo = graph.module_info
     if not graph.hidden_perturb.bypass_hidden_paths:
         return None
-    by_path = {}
-    for slot, i in enumerate(layout.other_indices):
-        st = minfo.compiled_model_states[i]
-        path = minfo.state_id_to_path[id(st)]
-        if path in minfo.hidden_path_to_invar:
-            by_path[path] = other_cotangents[slot][0]
+    by_path = layout.hidden_values_by_path(other_cotangents)
     return [g.concat_hidden([by_path[p] for p in g.hidden_paths]) for g in graph.hidden_groups]
 
 

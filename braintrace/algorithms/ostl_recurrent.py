@@ -17,11 +17,11 @@ per group and step; the trace memory is that of D-RTRL, ``O(B·I·O·S)`` per de
 from __future__ import annotations
 
 import dataclasses
-import types
 
 from ..ops.primitive import etp_rule_of
 from .d_rtrl import ParamDimVjpAlgorithm, roll_param_trace, zero_param_trace
 from .options import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS
+from .trace_rule import TraceRule
 
 __all__ = ["CoupledBlockRule", "OSTLRecurrent"]
 
@@ -34,7 +34,7 @@ def add_gradients(total: dict, contribution: dict) -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class CoupledBlockRule:
+class CoupledBlockRule(TraceRule):
     """The maths of D-RTRL traces under the coupled scope (pure methods, no state).
 
     The Jacobian handed over in ``q.jacobians`` is already the coupled block (the graph is
@@ -81,26 +81,7 @@ class CoupledBlockRule:
         return list(signals)
 
 
-class RuleShim:
-    """The learner hooks delegating to ``self.trace_rule``.
-
-    shim: removed when the TraceRule contract lands.
-    """
-
-    def _rule_context(self, graph=None):
-        return types.SimpleNamespace(graph=self._compiled.graph if graph is None else graph, options=self.options)
-
-    def init_traces(self, graph, q) -> dict:  # shim: removed when the TraceRule contract lands
-        return self.trace_rule.init(self._rule_context(graph), q)
-
-    def roll(self, traces, q, step) -> dict:  # shim: removed when the TraceRule contract lands
-        return self.trace_rule.roll(self._rule_context(), traces, q, step)
-
-    def solve(self, traces, signals, q, step) -> list:  # shim: removed when the TraceRule contract lands
-        return self.trace_rule.solve(self._rule_context(), traces, signals, q, step)
-
-
-class OSTLRecurrent(RuleShim, ParamDimVjpAlgorithm):
+class OSTLRecurrent(ParamDimVjpAlgorithm):
     """OSTL with H: D-RTRL traces rolled by the coupled per-position Jacobian block.
 
     The ``coupled`` recurrence scope of :class:`~braintrace.ETraceConfig`. The recurrent op

@@ -31,7 +31,8 @@ import jax.numpy as jnp
 from ..ops.primitive import etp_rule_of
 from .d_rtrl import ParamDimVjpAlgorithm, roll_param_trace, zero_param_trace
 from .options import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS
-from .ostl_recurrent import CoupledBlockRule, RuleShim, add_gradients
+from .ostl_recurrent import CoupledBlockRule, add_gradients
+from .trace_rule import TraceRule
 
 __all__ = ["SnApRule", "SnAp", "widen_sensitivity", "gather_signal"]
 
@@ -64,7 +65,7 @@ def gather_signal(signal, group):
 
 
 @dataclasses.dataclass(frozen=True)
-class SnApRule:
+class SnApRule(TraceRule):
     """The maths of SnAp-n traces (pure methods, no state); keys ``(relation, group)``.
 
     Parameters
@@ -121,7 +122,7 @@ class SnApRule:
         return list(signals)
 
 
-class SnAp(RuleShim, ParamDimVjpAlgorithm):
+class SnAp(ParamDimVjpAlgorithm):
     """SnAp-n: D-RTRL traces over each position's ``n``-step neighbourhood.
 
     The ``sparse_n`` recurrence scope of :class:`~braintrace.ETraceConfig`. ``n = 1`` is

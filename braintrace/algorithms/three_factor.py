@@ -15,16 +15,39 @@ Only single-step updates are defined (the modulator is per step).
 
 from __future__ import annotations
 
+import dataclasses
+
 import brainstate
 import jax
 import jax.numpy as jnp
 
 from .. import _errors
 from .._shapes import broadcasts_to as _broadcasts_to
-from .d_rtrl import ParamDimVjpAlgorithm
+from .d_rtrl import ParamDimRule, ParamDimVjpAlgorithm
 from .options import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS
 
-__all__ = ["ThreeFactor"]
+__all__ = ["ThreeFactor", "ThreeFactorRule"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ThreeFactorRule(ParamDimRule):
+    """D-RTRL traces contracted with the per-step modulators instead of ``∂L/∂h``.
+
+    The learner passes the modulators, expanded per hidden group, as ``extra``.
+
+    Examples
+    --------
+    >>> from braintrace.algorithms.three_factor import ThreeFactorRule
+    >>> ThreeFactorRule().same_step_gradients
+    False
+    """
+
+    same_step_gradients = False
+
+    def learning_signal(self, ctx, signals, extra) -> list:
+        if extra is None:  # only reached through paths that refuse ThreeFactor (multi-step windows)
+            raise _errors.NotSupportedError("ThreeFactor has no learning signal without a per-step modulator.")
+        return [jnp.asarray(m, s.dtype) for m, s in zip(extra, signals, strict=True)]
 
 
 class _Standing:
@@ -88,8 +111,6 @@ class ThreeFactor(ParamDimVjpAlgorithm):
     [('Wh', 'weight'), ('Wr', 'weight'), ('Wz', 'weight')]
     """
 
-    same_step_gradients = False
-
     def __init__(self, model, name: str | None = None, vjp_method: str = "single-step", modulator=None,
                  fast_solve: bool = True, trace_dtype=None, chunked_trace: bool = True, control_flow=None,
                  snap_max_jacobian_elements: int = DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS, **kwargs):
@@ -102,6 +123,7 @@ class ThreeFactor(ParamDimVjpAlgorithm):
         super().__init__(model, name, vjp_method=vjp_method, fast_solve=fast_solve, trace_dtype=trace_dtype,
                          chunked_trace=chunked_trace, control_flow=control_flow,
                          snap_max_jacobian_elements=snap_max_jacobian_elements, **kwargs)
+        self.trace_rule = ThreeFactorRule()
         self._standing = _Standing()
         self.modulator = modulator
 
@@ -150,12 +172,6 @@ class ThreeFactor(ParamDimVjpAlgorithm):
                 )
             out.append(expanded)
         return tuple(out)
-
-    def learning_signal(self, signals, extra) -> list:
-        if extra is None:  # only reached through paths that refuse ThreeFactor (multi-step windows)
-            raise _errors.NotSupportedError("ThreeFactor has no learning signal without a per-step modulator.")
-        return [jnp.asarray(m, s.dtype) for m, s in zip(extra, signals, strict=True)]
-
 
 
 def _check_type(m) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-import types
 from typing import NamedTuple
 
 import jax
@@ -35,6 +34,7 @@ from .base import ETraceAlgorithm
 from .eprop import as_key
 from .executor import apply_transition_jacobian
 from .options import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS
+from .trace_rule import TraceRule
 
 __all__ = ["RandomProjectionRule", "RandomProjectionVjpAlgorithm", "UORO", "UOROState"]
 
@@ -76,7 +76,7 @@ def _instantaneous(relation, q, r: int, i: int, signal):
 
 
 @dataclasses.dataclass(frozen=True)
-class RandomProjectionRule:
+class RandomProjectionRule(TraceRule):
     """The UORO trace rule (pure; ``ctx`` has ``.graph`` and ``.options``).
 
     Parameters
@@ -220,22 +220,6 @@ class RandomProjectionVjpAlgorithm(ETraceAlgorithm):
         self.projection_key = projection_key
         self.projection_eps = eps
         self.trace_rule = RandomProjectionRule(key, eps)
-
-    # shim: removed when the TraceRule contract lands
-    def _context(self, graph=None):
-        return types.SimpleNamespace(graph=graph if graph is not None else self.graph, options=self.options)
-
-    def init_traces(self, graph, q):  # shim: removed when the TraceRule contract lands
-        return self.trace_rule.init(self._context(graph), q)
-
-    def roll(self, traces, q, step):  # shim: removed when the TraceRule contract lands
-        return self.trace_rule.roll(self._context(), traces, q, step)
-
-    def solve(self, traces, signals, q, step):  # shim: removed when the TraceRule contract lands
-        return self.trace_rule.solve(self._context(), traces, signals, q, step)
-
-    def learning_signal(self, signals, extra):  # shim: removed when the TraceRule contract lands
-        return self.trace_rule.learning_signal(self._context(), signals, extra)
 
     # The key is not a zero-able trace: give it back after the base class zeroes the state.
     def _with_keys(self, state: UOROState) -> UOROState:

@@ -30,6 +30,7 @@ import numpy as np
 from .. import _errors
 from ..compiler.module_info import evaluate_flat
 from . import executor
+from .input_checks import first_order_only
 from .inputs import MultiStepData, SingleStepData, is_step_data
 
 __all__ = ["WindowInputs", "first_step_inputs", "routes_to_window", "split_window_inputs", "strip_wrappers",
@@ -133,18 +134,6 @@ def first_step_inputs(args) -> tuple:
 # ----------------------------------------------------------------------------------------
 # The window step
 # ----------------------------------------------------------------------------------------
-def _main_positions(graph, layout) -> list:
-    """Positions, among the step jaxpr's outputs, of the model output and the non-param states."""
-    minfo = graph.module_info
-    positions = list(range(minfo.num_var_out))
-    position = minfo.num_var_out
-    for i, outs in enumerate(minfo.state_tree_outvars):
-        if i in layout.other_indices:
-            positions.extend(range(position, position + len(outs)))
-        position += len(outs)
-    return positions
-
-
 def _regroup(flat_others, like) -> list:
     """Flat new state leaves as per-state lists shaped like ``like`` (dtype kept for the carry)."""
     out, position = [], 0
@@ -158,20 +147,8 @@ def _regroup(flat_others, like) -> list:
 
 def entry_hidden_signals(graph, layout, other_cotangents) -> list:
     """Per group, ``∂L_window/∂h^{t0-1}`` stacked to ``(*V, S)`` from the entry-state cotangents."""
-    minfo = graph.module_info
-    by_path = {}
-    for slot, i in enumerate(layout.other_indices):
-        path = minfo.state_id_to_path[id(minfo.compiled_model_states[i])]
-        if path in minfo.hidden_path_to_invar:
-            by_path[path] = other_cotangents[slot][0]
+    by_path = layout.hidden_values_by_path(other_cotangents)
     return [g.concat_hidden([by_path[p] for p in g.hidden_paths]) for g in graph.hidden_groups]
-
-
-# The three places where the window step uses the learner's rule. They are kept here, in
-# one spot, so that a change of the learner's rule interface touches nothing else.
-def _roll(learner, traces, quantities, step):
-    """The learner's one-step trace recursion."""
-    return learner.roll(traces, quantities, step)
 
 
 def _contract_entry_traces(learner, grads, entry_traces, signals, quantities, step, params, temps) -> None:
@@ -180,8 +157,9 @@ def _contract_entry_traces(learner, grads, entry_traces, signals, quantities, st
     ``signals`` are the raw ``∂L_window/∂h^{t0-1}``; a rule with its own learning signal
     (random feedback) transforms them with its ``learning_signal`` before its ``solve``.
     """
-    signals = learner.learning_signal(signals, None)
-    learner._accumulate(grads, learner.solve(entry_traces, signals, quantities, step), params, temps)
+    rule, ctx = learner._compiled.rule, learner._compiled.context
+    signals = rule.learning_signal(ctx, signals, None)
+    learner._accumulate(grads, rule.solve(ctx, entry_traces, signals, quantities, step), params, temps)
 
 
 def _bootstrap_pass(learner, vjp_fn, outs, synthetic, d_args, grads, d_others) -> None:
@@ -215,7 +193,8 @@ def build_window_step(learner):
     compiled = learner._compiled
     graph, layout = compiled.graph, compiled.layout
     minfo = graph.module_info
-    positions = _main_positions(graph, layout)
+    positions = layout.main_output_positions
+    rule, ctx = compiled.rule, compiled.context
     n_out = minfo.num_var_out
     multi_step = learner.options.vjp_method == "multi-step"
     bootstrap = getattr(learner, "bootstrap_exit_cotangent", None)
@@ -233,7 +212,7 @@ def build_window_step(learner):
             if differentiable:
                 main = plain_step(args_t, params, others_c)
             q = executor.step_quantities(graph, temps, dict(zip(layout.param_paths, frozen[0], strict=True)))
-            new_traces = jax.lax.stop_gradient(_roll(learner, traces_c, q, step))
+            new_traces = jax.lax.stop_gradient(rule.roll(ctx, traces_c, q, step))
             return (_regroup(main[n_out:], others_c), new_traces), main[:n_out]
 
         (others_exit, traces_exit), outs = jax.lax.scan(body, (others, traces), arg_seq)
@@ -249,9 +228,7 @@ def build_window_step(learner):
                 "step's own loss with the trace; it cannot be differentiated through a MultiStepData window "
                 f"(several steps in one call). To learn from windows, {MULTI_STEP_HINT}."
             )
-        from .base import _first_order_only
-
-        arg_seq, params, others, traces = _first_order_only((arg_seq, params, others, traces))
+        arg_seq, params, others, traces = first_order_only((arg_seq, params, others, traces))
         main, vjp_fn, traces_exit = jax.vjp(
             lambda a, p, o: run_window(a, p, o, traces, step, differentiable=True),
             arg_seq, params, others, has_aux=True)
@@ -327,13 +304,7 @@ def window_update(learner, args: tuple):
     extra = learner.window_extra() if hasattr(learner, "window_extra") else None
     (outs, others_exit), traces_exit = build_window_step(learner)(arg_seq, params, others, learner.etrace.value,
                                                                   step, extra)
-    position, flat_states = 0, []
-    for i in range(len(states)):
-        if i in layout.param_indices:
-            flat_states.extend(leaves[i])
-        else:
-            flat_states.extend(others_exit[position])
-            position += 1
+    flat_states = layout.merge(params, others_exit)
     if single:
         outs = [o[0] for o in outs]
     out, state_vals = jax.tree.unflatten(minfo.out_treedef, list(outs) + flat_states)
