@@ -30,7 +30,7 @@ from .. import _errors
 from ..compiler.diagnostics import format_path
 from ..compiler.graph import ETraceGraph, compile_etrace_graph
 from ..ops.primitive import etp_rule_of
-from . import executor, windows
+from . import executor, scan_descent, windows
 from .options import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS, LearnerOptions
 
 __all__ = ["ETraceAlgorithm", "ETraceVjpAlgorithm", "EligibilityTrace"]
@@ -119,6 +119,10 @@ class ETraceAlgorithm(brainstate.nn.Module):
               step: jax.Array) -> list:
         """Per relation, ``{key: gradient of the effective op input}``."""
         raise NotImplementedError
+
+    #: Whether the rule trains ETP ops inside a descended long ``scan`` (only the
+    #: per-parameter engine folds its traces over substeps); others refuse such graphs.
+    supports_scan_descent = False
 
     # Rules with their own learning signal (random feedback, a modulator) override these.
     #: Whether plain parameters get their exact same-step gradient and ``∂L_t/∂h_{t-1}``
@@ -212,6 +216,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
             lane_args = example_args
             graph = compile_etrace_graph(self.model, *example_args, control_flow=self.options.control_flow)
         _check_hidden_states(self.model, graph)
+        scan_descent.check_supported(self, graph)
         if not graph.hidden_param_op_relations:
             raise _errors.CompilationError(
                 f"`{type(self.model).__name__}` has no ETP op feeding a hidden state, so no weight can be "

@@ -38,10 +38,21 @@ def zero_param_trace(relation, x, df, effective) -> dict:
     return {k: jnp.zeros(s.shape, s.dtype) for k, s in shapes.items()}
 
 
-def roll_param_trace(relation, group, trace, x, df, effective, jacobian) -> dict:
-    """One D-RTRL step of a relation's trace for one group: ``ε ← D ε + (∂h/∂y) ⊗ x``."""
+def folded_increment(q, relation_index: int, group_position: int):
+    """The increment of an op inside a descended scan (folded over its substeps), or None."""
+    if not q.folded or q.folded[relation_index] is None:
+        return None
+    return q.folded[relation_index][group_position]
+
+
+def roll_param_trace(relation, group, trace, x, df, effective, jacobian, increment=None) -> dict:
+    """One D-RTRL step of a relation's trace for one group: ``ε ← D ε + (∂h/∂y) ⊗ x``.
+
+    ``increment`` replaces ``(∂h/∂y) ⊗ x`` when given (an op inside a descended scan).
+    """
     rule = etp_rule_of(relation.primitive)
-    increment = rule.trace_increment(x, df, effective, relation.eqn_params)
+    if increment is None:
+        increment = rule.trace_increment(x, df, effective, relation.eqn_params)
     if rule.param_trace_roll is not None:  # an op with its own trace layout (sparse)
         rolled = rule.param_trace_roll(trace, jacobian, **relation.eqn_params)
         return {k: (rolled[k] + increment[k]).astype(t.dtype) for k, t in trace.items()}
@@ -83,12 +94,18 @@ class ParamDimVjpAlgorithm(ETraceAlgorithm):
     [('Wh', 'weight'), ('Wr', 'weight'), ('Wz', 'weight')]
     """
 
+    #: Ops inside a descended long scan are trained (their increments are folded over the substeps).
+    supports_scan_descent = True
+
     def init_traces(self, graph, q) -> dict:
-        return {
-            trace_key(r, group.index): zero_param_trace(rel, q.x[r], q.df[r][i], q.effective[r])
-            for r, rel in enumerate(graph.hidden_param_op_relations)
-            for i, group in enumerate(rel.hidden_groups)
-        }
+        traces = {}
+        for r, rel in enumerate(graph.hidden_param_op_relations):
+            for i, group in enumerate(rel.hidden_groups):
+                folded = folded_increment(q, r, i)
+                traces[trace_key(r, group.index)] = (
+                    zero_param_trace(rel, q.x[r], q.df[r][i], q.effective[r]) if folded is None
+                    else {k: jnp.zeros(s.shape, s.dtype) for k, s in folded.items()})
+        return traces
 
     def roll(self, traces, q, step) -> dict:
         new = {}
@@ -96,7 +113,7 @@ class ParamDimVjpAlgorithm(ETraceAlgorithm):
             for i, group in enumerate(rel.hidden_groups):
                 key = trace_key(r, group.index)
                 new[key] = roll_param_trace(rel, group, traces[key], q.x[r], q.df[r][i], q.effective[r],
-                                            q.jacobians[group.index])
+                                            q.jacobians[group.index], increment=folded_increment(q, r, i))
         return new
 
     def solve(self, traces, signals, q, step) -> list:

@@ -120,12 +120,18 @@ class StepQuantities(NamedTuple):
         Per group, ``D`` of shape ``(*V, S, S)``.
     effective : tuple of dict
         Per relation, the effective op parameters.
+    folded : tuple
+        Per relation, ``None``, or for an op inside a descended scan one trace increment per
+        group (folded over the substeps, see :mod:`braintrace.algorithms.scan_descent`);
+        such a relation has ``x`` ``None`` and ``df`` entries ``None``. Empty when the graph
+        has no descended scan.
     """
 
     x: tuple
     df: tuple
     jacobians: tuple
     effective: tuple
+    folded: tuple = ()
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={describe_tree(getattr(self, name))}" for name in self._fields)
@@ -201,6 +207,12 @@ def step_quantities(graph: ETraceGraph, temps, param_leaves_by_path) -> StepQuan
     xs, dfs, effective = [], [], []
     for rel in graph.hidden_param_op_relations:
         rule = etp_rule_of(rel.primitive)
+        if rel.control_flow_context is not None:  # inside a descended scan: see `folded`
+            xs.append(None)
+            dfs.append((None,) * len(rel.hidden_groups))
+            raw = op_inputs(rel, param_leaves_by_path, temps)
+            effective.append(jax.lax.stop_gradient(rule.effective_params(raw, rel.eqn_params)))
+            continue
         xs.append(None if rel.x_var is None else temps[rel.x_var])
         y = temps[rel.y_var]
 
@@ -216,7 +228,12 @@ def step_quantities(graph: ETraceGraph, temps, param_leaves_by_path) -> StepQuan
         old = group.concat_hidden([temps[v] for v in group.hidden_invars])
         consts = [temps[v] for v in group.transition_jaxpr_constvars]
         jacobians.append(group.diagonal_jacobian(old, consts))
-    return StepQuantities(tuple(xs), tuple(dfs), tuple(jacobians), tuple(effective))
+    folded = ()
+    if any(rel.control_flow_context is not None for rel in graph.hidden_param_op_relations):
+        from .scan_descent import descended_increments
+
+        folded = descended_increments(graph, temps, effective)
+    return StepQuantities(tuple(xs), tuple(dfs), tuple(jacobians), tuple(effective), folded)
 
 
 def learning_signals(graph: ETraceGraph, perturb_cotangents) -> list:

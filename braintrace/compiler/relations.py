@@ -95,6 +95,11 @@ class HiddenParamOpRelation(NamedTuple):
     trainable_processing_jaxprs : dict
         ``{key: Jaxpr}`` mapping the ParamState leaf to the op input (empty chains absent);
         the algorithms pull gradients back through it.
+    control_flow_context : DescendedRelation or None
+        For an op inside a descended long ``scan``
+        (:mod:`~braintrace.compiler.scan_descent`): the scan, the body tail and the exit
+        maps. ``x_var``/``y_var`` are then body vars and the tails map ``y`` to the scan's
+        carry. ``None`` for ops of the step itself.
 
     Examples
     --------
@@ -123,6 +128,7 @@ class HiddenParamOpRelation(NamedTuple):
     trainable_param_states: dict = {}
     trainable_processing_chains: dict = {}
     trainable_processing_jaxprs: dict = {}
+    control_flow_context: Any = None
 
     def y_to_hidden_groups(self, y_val, const_vals: Mapping[Var, Any], concat_hidden_vals: bool = True) -> list:
         """Evaluate the tails ``y -> new group values``.
