@@ -194,3 +194,17 @@ def test_io_dim_engines_refuse_a_descended_scan_and_change_nothing(algorithm):
     assert before.keys() == after.keys()
     for path in before:
         np.testing.assert_array_equal(after[path], before[path])
+
+
+def test_vmapped_lanes_equal_bptt_of_the_batched_layer():
+    brainstate.random.seed(18)
+    xs = brainstate.random.rand(5, 2, 3) * 3.0
+    batched = SubstepLIF(batch=2)
+    brainstate.nn.init_all_states(batched)
+    expected = bptt_grads(batched, xs)
+    lane = SubstepLIF()
+    lane.w.value = batched.w.value
+    learner = braintrace.compile(lane, "d_rtrl", xs[0], batch_size=2, vmap=True)
+    assert learner.graph.explain(kind=K.SCAN_DESCENT_APPLIED)
+    online = learner.etrace_grad(xs, step_fn=lambda x: jnp.sum(learner(x) ** 2), reduction="sum")
+    assert_grads_close(expected, online, rtol=1e-4)
