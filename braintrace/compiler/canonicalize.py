@@ -12,7 +12,9 @@ Applied to the traced step under a :class:`~braintrace.ControlFlowPolicy`:
   no effects and no inner ``while_loop`` is unrolled
   (:func:`~braintrace.compiler.control_flow_rewrites.unroll_scan`). ``fori_loop`` with
   static bounds and ``brainstate.transform.for_loop`` lower to ``scan``. An ETP op inside
-  becomes an ordinary relation, exact wherever the unrolled step is;
+  becomes an ordinary relation, exact wherever the unrolled step is. A longer scan holding
+  ETP ops is left as one equation for :mod:`~braintrace.compiler.scan_descent` (under
+  ``scan_descent='auto'``), so its ``scan_unroll_skipped`` record is then only *info*;
 * the sweeps repeat (re-inlining the ``jit`` bodies that surface) until nothing changes;
 * literal outputs become variables, so that every output has an identity.
 
