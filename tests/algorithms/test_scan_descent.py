@@ -208,3 +208,31 @@ def test_vmapped_lanes_equal_bptt_of_the_batched_layer():
     assert learner.graph.explain(kind=K.SCAN_DESCENT_APPLIED)
     online = learner.etrace_grad(xs, step_fn=lambda x: jnp.sum(learner(x) ** 2), reduction="sum")
     assert_grads_close(expected, online, rtol=1e-4)
+
+
+class TwoOpsInBody(SubstepLIF):
+    """Two ETP ops in one body (one weight masked outside the loop), a tanh between ops and carry."""
+
+    def __init__(self):
+        super().__init__()
+        self.w2 = brainstate.ParamState(brainstate.random.randn(2, 4) * 0.5)
+        self.mask = jnp.array([[1.0, 0.0, 1.0, 1.0]] * 3)
+
+    def update(self, x):
+        w = self.w.value * self.mask
+
+        def body(v, _):
+            drive = braintrace.matmul(x, w) + braintrace.matmul(jnp.tanh(x[:2]), self.w2.value)
+            return v + 0.05 * (-v + jnp.tanh(drive)), None
+
+        self.v.value, _ = jax.lax.scan(body, self.v.value, None, length=30)
+        return self.v.value
+
+
+def test_two_ops_in_one_body_with_a_processed_weight_equal_bptt():
+    brainstate.random.seed(19)
+    xs = brainstate.random.rand(5, 3) * 3.0
+    expected, online, graph = _bptt_and_online(TwoOpsInBody(), xs)
+    assert graph.explain(kind=K.SCAN_DESCENT_APPLIED)[0].context["weights"] == ["w", "w2"]
+    assert_grads_close(expected, online, rtol=1e-4)
+    np.testing.assert_array_equal(np.asarray(online[("w",)])[:, 1], 0.0)  # masked column
