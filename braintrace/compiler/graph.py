@@ -196,8 +196,9 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
     include_hidden_perturb : bool
         Also build the perturbed step used for learning signals (default True).
     control_flow : ControlFlowPolicy, optional
-        How control flow in the step is canonicalised (short scans unrolled, conds
-        if-converted, while loops checked); the default policy when None.
+        How control flow in the step is canonicalised (short scans unrolled, long scans
+        holding ETP ops descended, conds if-converted, while loops checked); the default
+        policy when None.
 
     Returns
     -------

@@ -147,6 +147,12 @@ class HiddenParamOpRelation(NamedTuple):
         list
             One entry per group: a list of member values, or their concatenation.
         """
+        if self.control_flow_context is not None:
+            raise ValueError(
+                f"the `{self.primitive}` relation sits inside a descended scan: its tail maps the op output to "
+                "the scan's carry at one substep, not to the hidden groups; the algorithms fold it over the "
+                "substeps (see braintrace.algorithms.scan_descent and `control_flow_context`)."
+            )
         results = []
         for group, jaxpr in zip(self.hidden_groups, self.y_to_hidden_group_jaxprs, strict=True):
             consts = [const_vals[v] for v in jaxpr.constvars]

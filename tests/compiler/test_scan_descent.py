@@ -63,6 +63,8 @@ def test_long_scan_with_etp_inside_is_descended_not_unrolled():
     (relation,) = graph.hidden_param_op_relations
     assert isinstance(relation.control_flow_context, DescendedRelation)
     assert relation.trainable_paths == {"weight": ("w",)} and relation.connected_hidden_paths == [("v",)]
+    with pytest.raises(ValueError, match="inside a descended scan"):
+        relation.y_to_hidden_groups(jnp.ones(4), {})
     (included,) = graph.explain(kind=K.RELATION_INCLUDED)
     assert included.context["scan_descent"] is True
     # Nothing is left opaque or untraced: no warning at all.
