@@ -12,7 +12,7 @@ import datetime
 import io
 import pathlib
 
-from . import coding_overhead, compile_time, memory, scaling, speed
+from . import coding_overhead, compile_time, memory, scaling, scan_descent, speed
 from ._common import machine
 
 HERE = pathlib.Path(__file__).parent
@@ -35,6 +35,7 @@ def main(argv=None):
     speed_args = ["--repeats", "2"] if args.full else ["--hidden", "64", "256", "--lengths", "100", "--repeats", "3"]
     sections = [
         ("Compile time (2-layer GRU, 256 units)", compile_time.main, []),
+        ("Long sub-stepping scan inside a step: descended vs unrolled (LIF 20->30)", scan_descent.main, []),
         ("Compiled memory of one gradient over a sequence (Elman, N=128, batch 16)", memory.main,
          ["--plot", str(HERE / "memory.png")]),
         ("Time per sequence, forward + gradient", speed.main, speed_args),

@@ -17,6 +17,7 @@ Memory per dense ``I→O`` relation: ``O(B·I·O·S)``.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -39,10 +40,21 @@ def zero_param_trace(relation, x, df, effective) -> dict:
     return {k: jnp.zeros(s.shape, s.dtype) for k, s in shapes.items()}
 
 
-def roll_param_trace(relation, group, trace, x, df, effective, jacobian) -> dict:
-    """One D-RTRL step of a relation's trace for one group: ``ε ← D ε + (∂h/∂y) ⊗ x``."""
+def folded_increment(q, relation_index: int, group_position: int):
+    """The increment of an op inside a descended scan (folded over its substeps), or None."""
+    if not q.folded or q.folded[relation_index] is None:
+        return None
+    return q.folded[relation_index][group_position]
+
+
+def roll_param_trace(relation, group, trace, x, df, effective, jacobian, increment=None) -> dict:
+    """One D-RTRL step of a relation's trace for one group: ``ε ← D ε + (∂h/∂y) ⊗ x``.
+
+    ``increment`` replaces ``(∂h/∂y) ⊗ x`` when given (an op inside a descended scan).
+    """
     rule = etp_rule_of(relation.primitive)
-    increment = rule.trace_increment(x, df, effective, relation.eqn_params)
+    if increment is None:
+        increment = rule.trace_increment(x, df, effective, relation.eqn_params)
     if rule.param_trace_roll is not None:  # an op with its own trace layout (sparse)
         rolled = rule.param_trace_roll(trace, jacobian, **relation.eqn_params)
         return {k: (rolled[k] + increment[k]).astype(t.dtype) for k, t in trace.items()}
@@ -87,16 +99,24 @@ class ParamDimRule(TraceRule):
     [TraceKey(relation=0, group=0), TraceKey(relation=1, group=0)]
     """
 
+    #: Ops inside a descended long scan are trained (their increments are folded over the substeps).
+    supports_scan_descent: ClassVar[bool] = True
+
     def init(self, ctx, q) -> dict:
-        return {TraceKey(r, group.index): zero_param_trace(rel, q.x[r], q.df[r][i], q.effective[r])
-                for r, rel, i, group in relation_groups(ctx)}
+        traces = {}
+        for r, rel, i, group in relation_groups(ctx):
+            folded = folded_increment(q, r, i)
+            traces[TraceKey(r, group.index)] = (
+                zero_param_trace(rel, q.x[r], q.df[r][i], q.effective[r]) if folded is None
+                else {k: jnp.zeros(s.shape, s.dtype) for k, s in folded.items()})
+        return traces
 
     def roll(self, ctx, state, q, step) -> dict:
         new = {}
         for r, rel, i, group in relation_groups(ctx):
             key = TraceKey(r, group.index)
             new[key] = roll_param_trace(rel, group, state[key], q.x[r], q.df[r][i], q.effective[r],
-                                        q.jacobians[group.index])
+                                        q.jacobians[group.index], increment=folded_increment(q, r, i))
         return new
 
     def solve(self, ctx, state, signals, q, step) -> list:

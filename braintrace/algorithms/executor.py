@@ -91,6 +91,11 @@ class StepQuantities(NamedTuple):
         Per group, the values of its transition's constvars; with ``hidden_old`` they let a
         rule apply the *full* within-group Jacobian matrix-free (``jax.jvp`` of
         ``group.transition``), see :func:`apply_transition_jacobian`.
+    folded : tuple
+        Per relation, ``None``, or for an op inside a descended scan one trace increment per
+        group (folded over the substeps, see :mod:`braintrace.algorithms.scan_descent`);
+        such a relation has ``x`` ``None`` and ``df`` entries ``None``. Empty when the graph
+        has no descended scan.
     """
 
     x: tuple
@@ -99,6 +104,7 @@ class StepQuantities(NamedTuple):
     effective: tuple
     hidden_old: tuple = ()
     transition_consts: tuple = ()
+    folded: tuple = ()
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={describe_tree(getattr(self, name))}" for name in self._fields)
@@ -169,6 +175,12 @@ def step_quantities(graph: ETraceGraph, temps, param_leaves_by_path) -> StepQuan
     xs, dfs, effective = [], [], []
     for rel in graph.hidden_param_op_relations:
         rule = etp_rule_of(rel.primitive)
+        if rel.control_flow_context is not None:  # inside a descended scan: see `folded`
+            xs.append(None)
+            dfs.append((None,) * len(rel.hidden_groups))
+            raw = op_inputs(rel, param_leaves_by_path, temps)
+            effective.append(jax.lax.stop_gradient(rule.effective_params(raw, rel.eqn_params)))
+            continue
         xs.append(None if rel.x_var is None else temps[rel.x_var])
         y = temps[rel.y_var]
 
@@ -186,8 +198,13 @@ def step_quantities(graph: ETraceGraph, temps, param_leaves_by_path) -> StepQuan
         jacobians.append(group.jacobian(old, consts))
         olds.append(old)
         all_consts.append(list(consts))
+    folded = ()
+    if any(rel.control_flow_context is not None for rel in graph.hidden_param_op_relations):
+        from .scan_descent import descended_increments
+
+        folded = descended_increments(graph, temps, effective)
     return StepQuantities(tuple(xs), tuple(dfs), tuple(jacobians), tuple(effective), tuple(olds),
-                          tuple(all_consts))
+                          tuple(all_consts), folded)
 
 
 def apply_transition_jacobian(group, q: StepQuantities, tangent):

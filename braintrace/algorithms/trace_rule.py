@@ -116,6 +116,10 @@ class TraceRule:
     """
 
     same_step_gradients: ClassVar[bool] = True
+    #: Whether the rule trains ETP ops inside a descended long ``scan``: their per-step
+    #: increments arrive folded over the substeps in ``q.folded`` (see
+    #: :mod:`braintrace.algorithms.scan_descent`). Other rules refuse such graphs at compile.
+    supports_scan_descent: ClassVar[bool] = False
 
     def init(self, ctx: RuleContext, q) -> State:
         """The zero state, from one step's quantities (``ShapeDtypeStruct`` leaves)."""

@@ -12,7 +12,9 @@ Applied to the traced step under a :class:`~braintrace.ControlFlowPolicy`:
   no effects and no inner ``while_loop`` is unrolled
   (:func:`~braintrace.compiler.control_flow_rewrites.unroll_scan`). ``fori_loop`` with
   static bounds and ``brainstate.transform.for_loop`` lower to ``scan``. An ETP op inside
-  becomes an ordinary relation, exact wherever the unrolled step is;
+  becomes an ordinary relation, exact wherever the unrolled step is. A longer scan holding
+  ETP ops is left as one equation for :mod:`~braintrace.compiler.scan_descent` (under
+  ``scan_descent='auto'``), so its ``scan_unroll_skipped`` record is then only *info*;
 * the sweeps repeat (re-inlining the ``jit`` bodies that surface) until nothing changes;
 * literal outputs become variables, so that every output has an identity.
 
@@ -65,7 +67,7 @@ def _cond_record(eqn) -> CompilationRecord:
         primitive="cond", context={"branches": branches, "outputs": len(eqn.outvars)})
 
 
-def _scan_record(eqn, reason: str | None, carries_etp: bool) -> CompilationRecord:
+def _scan_record(eqn, reason: str | None, carries_etp: bool, descent: bool = False) -> CompilationRecord:
     length = int(eqn.params["length"])
     if reason is None:
         return new_record(
@@ -73,6 +75,13 @@ def _scan_record(eqn, reason: str | None, carries_etp: bool) -> CompilationRecor
             f"A `scan` of length {length} (a scan, fori_loop or for_loop) was unrolled "
             "into the step, so the ETP ops and hidden updates inside are analysed as ordinary ops.",
             primitive="scan", context={"length": length, "reverse": bool(eqn.params["reverse"])})
+    if descent:
+        # The ETP ops inside are handled by scan descent, which records its own decision.
+        return new_record(
+            DiagnosticKind.SCAN_UNROLL_SKIPPED, DiagnosticLevel.INFO,
+            f"A `scan` of length {length} was not unrolled because {reason}; it is left to scan "
+            "descent (see scan_descent_applied / scan_descent_skipped).",
+            primitive="scan", context={"length": length, "reason": reason})
     return new_record(
         DiagnosticKind.SCAN_UNROLL_SKIPPED, DiagnosticLevel.WARNING if carries_etp else DiagnosticLevel.INFO,
         f"A `scan` of length {length} was not unrolled because {reason}; it stays "
@@ -106,7 +115,8 @@ def _sweep(eqns, policy: ControlFlowPolicy, watched: set, hidden_out: set, lifte
                     records.append(_scan_record(eqn, None, carries_etp))
                     changed = True
                     continue
-                skipped.append(_scan_record(eqn, reason, carries_etp))
+                to_descent = carries_etp and policy.scan_descent == "auto" and reason.startswith("its length")
+                skipped.append(_scan_record(eqn, reason, carries_etp, descent=to_descent))
         new_eqns.append(eqn)
     return new_eqns, changed, records, skipped
 

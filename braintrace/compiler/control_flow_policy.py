@@ -37,8 +37,10 @@ class ControlFlowPolicy:
         An ETP op or weight inside a ``while_loop``: ``'error'`` raises
         :class:`~braintrace.NotSupportedError`; ``'exclude'`` leaves the op untraced and warns.
     scan_descent : {'auto', 'off'}
-        Accepted for compatibility; long scans are not descended in this version (they stay
-        opaque and are reported).
+        ``'auto'`` descends into a ``scan`` longer than ``scan_unroll_limit`` whose body holds
+        ETP ops (see :mod:`braintrace.compiler.scan_descent`): the ops are trained online
+        with traces folded over the substeps, without unrolling. ``'off'`` leaves long scans
+        opaque (their ETP ops get no trace).
     fixpoint_iteration_limit : int
         Maximum number of canonicalisation sweeps (nested control flow surfaces one level
         per sweep).

@@ -1,8 +1,9 @@
 # Copyright 2026 The braintrace authors. Licensed under the Apache License, Version 2.0.
 """Checks and reports of the control flow that canonicalisation left in the step.
 
-``lax.cond``, ``lax.scan`` and ``lax.while_loop`` equations that were not rewritten stay
-single, opaque equations: the compiler does not look into their bodies. An ETP op inside
+``lax.cond``, ``lax.scan`` and ``lax.while_loop`` equations that were not rewritten (nor
+descended, see :mod:`~braintrace.compiler.scan_descent`) stay single, opaque equations: the
+compiler does not look into their bodies. An ETP op inside
 one is therefore invisible (its weight gets no eligibility trace), and a weight consumed by
 one learns only from its same-step gradient. :func:`report_control_flow` reports both, so
 that neither is mistaken for a plain-JAX weight or silently under-trained.

@@ -72,6 +72,8 @@ class DiagnosticKind(str, enum.Enum):
     PRIMITIVE_INSIDE_CONTROL_FLOW = "primitive_inside_control_flow"
     SCAN_UNROLLED = "scan_unrolled"
     SCAN_UNROLL_SKIPPED = "scan_unroll_skipped"
+    SCAN_DESCENT_APPLIED = "scan_descent_applied"
+    SCAN_DESCENT_SKIPPED = "scan_descent_skipped"
     CONTROL_FLOW_OPAQUE_FWD = "control_flow_opaque_fwd"
     WEIGHT_IN_WHILE = "weight_in_while"
     STATE_MISMATCH = "state_mismatch"

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 import jax
 import jax.numpy as jnp
 
-from .._jax_compat import JaxprEqn, jaxpr_of_param
+from .._jax_compat import JaxprEqn, Literal, jaxpr_of_param
 from .._jax_compat import lax_primitives as P
 from ..ops.primitive import etp_rule_of, is_etp_primitive
 from .jaxpr_tools import CALL_PRIMITIVES, ELEMENTWISE_PRIMITIVES, STATE_AXIS_PRIMITIVES
@@ -78,8 +78,33 @@ def _reshape_keeps_positions(eqn: JaxprEqn) -> bool:
     return [d for d in in_shape if d != 1] == [d for d in out_shape if d != 1]
 
 
+def _scan_is_elementwise(eqn: JaxprEqn, allow_state_axis: bool) -> bool:
+    """A scan acts position by position when its body does and every scanned input is sliced
+    into rows aligned with a carry (or is integer data, such as a loop index)."""
+    from .control_flow_rewrites import split_scan_operands
+
+    from .jaxpr_tools import forward_closure
+
+    body = jaxpr_of_param(eqn.params["jaxpr"])[0]
+    _, carry, xs = split_scan_operands(eqn)
+    # Only the body equations downstream of the carry decide how positions flow through it.
+    n_consts = len(body.invars) - len(carry) - len(xs)
+    from_carry = forward_closure(body.invars[n_consts:n_consts + len(carry)], body.eqns)
+    on_path = [e for e in body.eqns if any(a in from_carry for a in e.invars if not isinstance(a, Literal))]
+    if non_elementwise_equations(on_path, allow_state_axis):
+        return False
+    carry_shapes = {tuple(c.aval.shape) for c in carry if c.aval.shape}
+    for x in xs:
+        row = tuple(x.aval.shape[1:])
+        if jnp.issubdtype(x.aval.dtype, jnp.floating) and row not in carry_shapes:
+            return False
+    return True
+
+
 def _is_elementwise(eqn: JaxprEqn, allow_state_axis: bool, library: frozenset) -> bool:
     prim = eqn.primitive
+    if prim is P.scan_p:
+        return _scan_is_elementwise(eqn, allow_state_axis)
     if prim is P.reshape_p and not _reshape_keeps_positions(eqn):
         return allow_state_axis
     if prim in ELEMENTWISE_PRIMITIVES or prim in library:

@@ -25,6 +25,7 @@ from .module_info import ModuleInfo, build_module_info
 from .perturbation import HiddenPerturbation, add_hidden_perturbation
 from .relations import HiddenParamOpRelation, find_hidden_param_op_relations
 from .snap_pattern import check_sparse_n
+from .scan_descent import DescendedRelation, apply_scan_descent
 from .untraced_paths import report_cross_group_coupling, report_plain_weight_use
 
 __all__ = ["ETraceGraph", "compile_etrace_graph"]
@@ -213,8 +214,9 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
     snap_max_jacobian_elements : int
         Upper bound on the widened Jacobian ``P·(K·S)²`` of each group under ``sparse_n``.
     control_flow : ControlFlowPolicy, optional
-        How control flow in the step is canonicalised (short scans unrolled, conds
-        if-converted, while loops checked); the default policy when None.
+        How control flow in the step is canonicalised (short scans unrolled, long scans
+        holding ETP ops descended, conds if-converted, while loops checked); the default
+        policy when None.
 
     Returns
     -------
@@ -275,8 +277,13 @@ def _run_passes(model, model_args, include_hidden_perturb, control_flow, records
     relations = _collect(find_hidden_param_op_relations(minfo, hid_path_to_group), records)
     if scope[1] is not None:
         _check_snap_anchored(relations, scope[1])
-    in_control_flow = _collect(report_control_flow(minfo.closed_jaxpr.eqns, minfo.weight_path_to_invars), records)
-    records.extend(report_plain_weight_use(minfo, skip=in_control_flow))
+    descended_relations, descended_scans = _collect(apply_scan_descent(minfo, hid_path_to_group), records)
+    relations = [*relations, *descended_relations]
+    # A descended scan is traced; only the control flow left opaque is reported.
+    opaque_eqns = [e for e in minfo.closed_jaxpr.eqns if not any(e is d for d in descended_scans)]
+    in_control_flow = _collect(report_control_flow(opaque_eqns, minfo.weight_path_to_invars), records)
+    descended_weights = {p for r in descended_relations for p in r.trainable_paths.values()}
+    records.extend(report_plain_weight_use(minfo, skip=set(in_control_flow) | descended_weights))
     records.extend(report_cross_group_coupling(minfo, relations, hid_path_to_group))
     minfo = minfo.add_jaxpr_outs(_needed_temporaries(minfo, hidden_groups, relations))
     perturb = (_collect(add_hidden_perturbation(minfo, hidden_groups, relations), records)
@@ -312,6 +319,14 @@ def _needed_temporaries(minfo: ModuleInfo, groups, relations) -> list:
     """Vars the algorithms read from a step: op inputs, tail and transition inputs."""
     wanted: dict = {}
     for rel in relations:
+        if isinstance(rel.control_flow_context, DescendedRelation):
+            # Body vars do not exist in the step; the fold reads the scan's operands instead.
+            for v in rel.control_flow_context.needed_vars():
+                wanted[v] = None
+            for jaxpr in rel.trainable_processing_jaxprs.values():
+                for v in jaxpr.constvars:
+                    wanted[v] = None
+            continue
         if rel.x_var is not None:
             wanted[rel.x_var] = None
         for jaxpr in rel.y_to_hidden_group_jaxprs:

@@ -248,10 +248,12 @@ class _CrossGroupRouting:
         # (equation index, input position) of trainable inputs covered by each group's traces.
         self.covered_slots: dict[int, set] = {g.index: set() for g in hidden_groups}
         for rel in relations:
-            i = producers.get(rel.y_var)
+            # An op inside a descended scan: its weight is covered where it enters the scan.
+            context = rel.control_flow_context
+            i = producers.get(rel.y_var if context is None else context.anchor_var)
             if i is None:
                 continue
-            positions = _trainable_positions(eqns[i])
+            positions = _trainable_positions(eqns[i]) if context is None else context.operand_positions
             for g in rel.hidden_groups:
                 for key in rel.trainable_vars:
                     self.covered_slots[g.index].add((i, positions[key]))

@@ -95,6 +95,11 @@ class HiddenParamOpRelation(NamedTuple):
     trainable_processing_jaxprs : dict
         ``{key: Jaxpr}`` mapping the ParamState leaf to the op input (empty chains absent);
         the algorithms pull gradients back through it.
+    control_flow_context : DescendedRelation or None
+        For an op inside a descended long ``scan``
+        (:mod:`~braintrace.compiler.scan_descent`): the scan, the body tail and the exit
+        maps. ``x_var``/``y_var`` are then body vars and the tails map ``y`` to the scan's
+        carry. ``None`` for ops of the step itself.
 
     Examples
     --------
@@ -123,6 +128,7 @@ class HiddenParamOpRelation(NamedTuple):
     trainable_param_states: dict = {}
     trainable_processing_chains: dict = {}
     trainable_processing_jaxprs: dict = {}
+    control_flow_context: Any = None
 
     def y_to_hidden_groups(self, y_val, const_vals: Mapping[Var, Any], concat_hidden_vals: bool = True) -> list:
         """Evaluate the tails ``y -> new group values``.
@@ -141,6 +147,12 @@ class HiddenParamOpRelation(NamedTuple):
         list
             One entry per group: a list of member values, or their concatenation.
         """
+        if self.control_flow_context is not None:
+            raise ValueError(
+                f"the `{self.primitive}` relation sits inside a descended scan: its tail maps the op output to "
+                "the scan's carry at one substep, not to the hidden groups; the algorithms fold it over the "
+                "substeps (see braintrace.algorithms.scan_descent and `control_flow_context`)."
+            )
         results = []
         for group, jaxpr in zip(self.hidden_groups, self.y_to_hidden_group_jaxprs, strict=True):
             consts = [const_vals[v] for v in jaxpr.constvars]

@@ -140,7 +140,8 @@ def test_scan_longer_than_limit_stays_opaque_and_is_reported():
     assert any(str(e.primitive) == "scan" for e in graph.module_info.jaxpr.eqns)
 
 
-def test_scan_with_etp_over_limit_keeps_todays_warnings():
+def test_scan_with_etp_over_limit_that_cannot_be_descended_is_reported():
+    # Its stacked outputs (ys) feed the hidden state, so scan descent refuses it as well.
     class Long(OpInsideScan):
         def __init__(self):
             super().__init__(length=20)
@@ -151,7 +152,10 @@ def test_scan_with_etp_over_limit_keeps_todays_warnings():
     with pytest.warns(UserWarning, match="does not look inside control flow"):
         graph = braintrace.compile_etrace_graph(model, jnp.ones(3))
     (skipped,) = graph.explain(kind=K.SCAN_UNROLL_SKIPPED)
-    assert skipped.level is braintrace.DiagnosticLevel.WARNING and skipped.context["length"] == 20
+    assert skipped.context["length"] == 20
+    (refused,) = graph.explain(kind=K.SCAN_DESCENT_SKIPPED)
+    assert refused.level is braintrace.DiagnosticLevel.WARNING
+    assert refused.context["reason"] == "its stacked outputs (ys) that depend on an ETP op feed a hidden state"
     assert len(graph.explain(kind=K.PRIMITIVE_INSIDE_CONTROL_FLOW)) == 1
     assert len(graph.hidden_param_op_relations) == 0
 

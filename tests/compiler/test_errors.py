@@ -137,7 +137,7 @@ def test_plain_jax_weight_on_hidden_path_warns():
 
 
 class MatmulInScan(brainstate.nn.Module):
-    """An ETP op inside a scan too long to unroll: invisible to the compiler, and reported as such."""
+    """An ETP op inside a scan too long to unroll: with scan descent off, invisible to the compiler and reported."""
 
     def __init__(self):
         super().__init__()
@@ -155,8 +155,11 @@ class MatmulInScan(brainstate.nn.Module):
 
 
 def test_etp_op_inside_control_flow_is_reported():
+    policy = braintrace.ControlFlowPolicy(scan_descent="off")
     with pytest.warns(UserWarning, match="does not look inside control flow"):
-        graph = braintrace.compile_etrace_graph(init(MatmulInScan()), jnp.ones(3))
+        graph = braintrace.compile_etrace_graph(init(MatmulInScan()), jnp.ones(3), control_flow=policy)
+    (skipped,) = graph.explain(kind=K.SCAN_DESCENT_SKIPPED)
+    assert skipped.context == {"length": 20, "reason": "ControlFlowPolicy(scan_descent='off')"}
     (inside,) = graph.explain(kind=K.PRIMITIVE_INSIDE_CONTROL_FLOW)
     assert inside.context["inner_primitives"] == ["etp_matmul"] and inside.context["weights"] == ["w"]
     (weight,) = graph.explain(kind=K.WEIGHT_IN_CONTROL_FLOW)

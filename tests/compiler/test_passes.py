@@ -131,13 +131,16 @@ def test_canonicalize_step_reaches_a_fixed_point_and_returns_records():
     _assert_same_values(closed, rewritten, _random_args(closed))
 
 
-def test_canonicalize_step_records_a_skipped_scan_as_a_warning():
+@pytest.mark.parametrize("descent, level", [("off", DiagnosticLevel.WARNING), ("auto", DiagnosticLevel.INFO)])
+def test_canonicalize_step_records_a_skipped_scan(descent, level):
+    # Under scan_descent='auto' a long scan holding ETP ops is left to scan descent, which
+    # records its own decision; with descent off the ops stay untraced (a warning).
     closed = jax.make_jaxpr(lambda h, x, w: jax.lax.fori_loop(0, 5, lambda k, v: v + braintrace.matmul(x, w), h))(
         jnp.ones(2), jnp.ones(3), jnp.ones((3, 2)))
-    result = canonicalize_step(closed, braintrace.ControlFlowPolicy(scan_unroll_limit=2), watched=closed.invars,
-                               hidden_out_indices=[0])
+    policy = braintrace.ControlFlowPolicy(scan_unroll_limit=2, scan_descent=descent)
+    result = canonicalize_step(closed, policy, watched=closed.invars, hidden_out_indices=[0])
     (record,) = result.records
-    assert record.kind.value == "scan_unroll_skipped" and record.level is DiagnosticLevel.WARNING
+    assert record.kind.value == "scan_unroll_skipped" and record.level is level
     _assert_same_values(closed, result.value, _random_args(closed))
 
 
