@@ -75,7 +75,13 @@ def _contract_leading_by_scan(weight, signal):
 
     def add_one(total, pair):
         trace_slice, signal_slice = pair
-        return total + jnp.einsum("ois,os->oi", trace_slice, signal_slice), None
+        if s > 8:
+            return total + jnp.einsum("ois,os->oi", trace_slice, signal_slice), None
+        # A few states: explicit multiply-adds (as an einsum, `o` becomes a batch axis of
+        # O tiny dot products).
+        for state in range(s):
+            total = total + trace_slice[:, :, state] * signal_slice[:, None, state]
+        return total, None
 
     total, _ = jax.lax.scan(add_one, jnp.zeros((o, i), jnp.result_type(weight, signal)), slices)
     return total.T
