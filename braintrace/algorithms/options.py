@@ -36,8 +36,14 @@ class LearnerOptions:
         :mod:`braintrace.algorithms.windows`).
     fast_solve : bool
         Accepted for compatibility: the trace contraction is always the closed-form one.
-    trace_dtype : None
-        Trace storage dtype; only ``None`` (the parameters' dtype) is supported.
+    trace_dtype : None or floating dtype
+        The dtype the traces are stored in between steps (for example ``jnp.bfloat16`` halves
+        the trace memory of a float32 model). ``None`` (the default) stores them in the dtype
+        the rule computes in. Every ``roll`` and ``solve`` still computes in at least
+        ``float32``: the stored state is cast up before and the rolled state cast back after,
+        so each step adds one rounding to the storage precision. Integer leaves of a rule's
+        state (UORO's key and counter) are never cast. Normalised to a ``numpy.dtype``; see
+        :mod:`braintrace.algorithms.trace_storage`.
     chunked_trace : bool
         Accepted for compatibility; it only matters for multi-step windows.
     control_flow : ControlFlowPolicy or None
@@ -57,6 +63,9 @@ class LearnerOptions:
     'single-step'
     >>> LearnerOptions(vjp_method='multi-step').vjp_method
     'multi-step'
+    >>> import jax.numpy as jnp
+    >>> LearnerOptions(trace_dtype=jnp.bfloat16).trace_dtype
+    dtype(bfloat16)
     """
 
     vjp_method: str = "single-step"
@@ -80,13 +89,14 @@ class LearnerOptions:
             raise _errors.NotSupportedError(
                 f"`control_flow={self.control_flow!r}`: expected None or a braintrace.ControlFlowPolicy."
             )
-        for name, what in (("trace_dtype", "trace storage in another dtype"),
-                           ("config", "an ETraceConfig")):
-            if getattr(self, name) is not None:
-                raise _errors.NotSupportedError(
-                    f"`{name}={getattr(self, name)!r}`: {what} is not supported in this version; leave "
-                    f"`{name}` at None."
-                )
+        from .trace_storage import check_trace_dtype
+
+        object.__setattr__(self, "trace_dtype", check_trace_dtype(self.trace_dtype))
+        if self.config is not None:
+            raise _errors.NotSupportedError(
+                f"`config={self.config!r}`: an ETraceConfig is not supported in this version; leave "
+                "`config` at None."
+            )
         value = self.snap_max_jacobian_elements
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
             raise ValueError(f"`snap_max_jacobian_elements` must be a positive int; got {value!r}.")
