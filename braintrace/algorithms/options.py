@@ -35,7 +35,12 @@ class LearnerOptions:
         hidden-state cotangent at window entry with the traces (see
         :mod:`braintrace.algorithms.windows`).
     fast_solve : bool
-        Accepted for compatibility: the trace contraction is always the closed-form one.
+        Accepted for compatibility (checked to be a bool); it changes nothing in this
+        version. In braintrace 0.2.8 it chooses between closed-form solve kernels (``True``)
+        and a slower path vmapped over the state axis (``False``) that compute the same
+        contraction. Here every rule has one contraction (the closed-form per-op
+        ``trace_contract`` / ``io_gradient``), used for either value: ``True`` and ``False``
+        give bit-identical gradients.
     trace_dtype : None or floating dtype
         The dtype the traces are stored in between steps (for example ``jnp.bfloat16`` halves
         the trace memory of a float32 model). ``None`` (the default) stores them in the dtype
@@ -45,7 +50,12 @@ class LearnerOptions:
         state (UORO's key and counter) are never cast. Normalised to a ``numpy.dtype``; see
         :mod:`braintrace.algorithms.trace_storage`.
     chunked_trace : bool
-        Accepted for compatibility; it only matters for multi-step windows.
+        Accepted for compatibility (checked to be a bool); it changes nothing in this
+        version. In braintrace 0.2.8, ``True`` rolls the D-RTRL trace over a multi-step window
+        in closed form (suffix products of the per-step Jacobians by an associative scan), which
+        equals the step-by-step roll up to round-off. Here a window's traces are always rolled
+        step by step inside the window's scan (the recursion of single-step calls), for either
+        value: ``True`` and ``False`` give bit-identical traces and gradients.
     control_flow : ControlFlowPolicy or None
         How control flow in the step is canonicalised (``None``: the default policy); passed
         to :func:`~braintrace.compile_etrace_graph`.
