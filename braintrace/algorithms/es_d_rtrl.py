@@ -26,6 +26,7 @@ from ..ops.primitive import etp_rule_of
 from .base import ETraceAlgorithm
 from .d_rtrl import roll_param_trace, zero_param_trace
 from .executor import apply_jacobian
+from .options import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS
 from .trace_rule import TraceKey, TraceRule
 
 __all__ = ["IODimVjpAlgorithm", "ES_D_RTRL", "OSTLFeedforward", "pp_prop", "decay_from", "IODimRule",
@@ -189,9 +190,8 @@ class IODimVjpAlgorithm(ETraceAlgorithm):
         Module name.
     vmap : bool
         Lanes along the leading axis over an unbatched graph.
-    **options
-        The published learner options (``vjp_method``, ``fast_solve``, ``control_flow``,
-        ``config``, ``random_feedback_key``), see :class:`~braintrace.ETraceAlgorithm`.
+    vjp_method, fast_solve, trace_dtype, chunked_trace, control_flow, config, random_feedback_key, snap_max_jacobian_elements
+        The published learner options, see :class:`~braintrace.ETraceAlgorithm`.
 
     References
     ----------
@@ -209,8 +209,14 @@ class IODimVjpAlgorithm(ETraceAlgorithm):
     0.9
     """
 
-    def __init__(self, model, decay_or_rank=0.9, name: str | None = None, *, vmap: bool = False, **options):
-        super().__init__(model, name, vmap=vmap, **options)
+    def __init__(self, model, decay_or_rank=0.9, name: str | None = None, *, vmap: bool = False,
+                 vjp_method: str = "single-step", fast_solve: bool = True, trace_dtype=None,
+                 chunked_trace: bool = True, control_flow=None, config=None, random_feedback_key=None,
+                 snap_max_jacobian_elements: int = DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS):
+        super().__init__(model, name, vmap=vmap, vjp_method=vjp_method, fast_solve=fast_solve,
+                         trace_dtype=trace_dtype, chunked_trace=chunked_trace, control_flow=control_flow,
+                         config=config, random_feedback_key=random_feedback_key,
+                         snap_max_jacobian_elements=snap_max_jacobian_elements)
         self.trace_rule = IODimRule(decay_from(decay_or_rank))
 
     @property
