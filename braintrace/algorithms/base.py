@@ -290,8 +290,9 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
         def probe(args, values):
             params, others = layout.split([jax.tree.leaves(v) for v in values])
-            _, temps, _ = executor.run_step(compiled.graph, layout, jax.tree.leaves(args), params, others)
-            return executor.step_quantities(compiled.graph, temps, dict(zip(layout.param_paths, params, strict=True)))
+            main, temps, vjp_fn = executor.run_step(compiled.graph, layout, jax.tree.leaves(args), params, others)
+            q = executor.step_quantities(compiled.graph, temps, dict(zip(layout.param_paths, params, strict=True)))
+            return _with_cascade(compiled.rule, compiled.graph, layout, q, main, vjp_fn)
 
         args = example_args
         if self.vmap:
@@ -306,12 +307,13 @@ class ETraceAlgorithm(brainstate.nn.Module):
         same_step = bool(rule.same_step_gradients)
         uses_old_signal = bool(graph.hidden_perturb.bypass_hidden_paths) and same_step
 
-        def quantities(temps, params):
-            return executor.step_quantities(graph, temps, dict(zip(layout.param_paths, params, strict=True)))
+        def quantities(temps, params, main, vjp_fn):
+            q = executor.step_quantities(graph, temps, dict(zip(layout.param_paths, params, strict=True)))
+            return _with_cascade(rule, graph, layout, q, main, vjp_fn)
 
         def primal(args, params, others, traces, step, extra):
-            main, temps, _ = executor.run_step(graph, layout, args, params, others)
-            q = quantities(temps, params)
+            main, temps, vjp_fn = executor.run_step(graph, layout, args, params, others)
+            q = quantities(temps, params, main, vjp_fn)
             return main, rule.roll(ctx, traces, q, step)
 
         def fwd(args, params, others, traces, step, extra):
@@ -319,7 +321,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
             # differentiable, so refuse instead of returning zeros.
             args, params, others, traces = input_checks.first_order_only((args, params, others, traces))
             main, temps, vjp_fn = executor.run_step(graph, layout, args, params, others)
-            q = quantities(temps, params)
+            q = quantities(temps, params, main, vjp_fn)
             new_traces = rule.roll(ctx, traces, q, step)
             residual = (vjp_fn, new_traces, traces if uses_old_signal else None, q, params, temps, step, extra)
             return (main, new_traces), residual
@@ -504,6 +506,15 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
         return etrace_evolve(self, *sequences, step_fn=step_fn, chunk_size=chunk_size,
                              return_outputs=return_outputs)
+
+
+def _with_cascade(rule, graph, layout, q, main, vjp_fn):
+    """``q`` with the cascade Jacobians when the rule keeps cascade traces (D-RTRL)."""
+    if not graph.cascades or not getattr(rule, "supports_cascade", False):
+        return q
+    from .cascade import with_cascade_jacobians
+
+    return with_cascade_jacobians(graph, layout, q, main, vjp_fn)
 
 
 def _float0_like(x):
