@@ -32,6 +32,7 @@ from ..compiler.diagnostics import format_path
 from ..compiler.graph import ETraceGraph, compile_etrace_graph
 from ..ops.primitive import etp_rule_of
 from . import executor, input_checks, scan_descent, windows
+from .cascade import cascade_quantities
 from ._legacy_rule import legacy_rule_of
 from .options import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS, LearnerOptions
 from .state_layout import StateLayout
@@ -292,7 +293,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
             params, others = layout.split([jax.tree.leaves(v) for v in values])
             main, temps, vjp_fn = executor.run_step(compiled.graph, layout, jax.tree.leaves(args), params, others)
             q = executor.step_quantities(compiled.graph, temps, dict(zip(layout.param_paths, params, strict=True)))
-            return _with_cascade(compiled.rule, compiled.graph, layout, q, main, vjp_fn)
+            return cascade_quantities(compiled.rule, compiled.graph, layout, q, main, vjp_fn)
 
         args = example_args
         if self.vmap:
@@ -309,7 +310,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
         def quantities(temps, params, main, vjp_fn):
             q = executor.step_quantities(graph, temps, dict(zip(layout.param_paths, params, strict=True)))
-            return _with_cascade(rule, graph, layout, q, main, vjp_fn)
+            return cascade_quantities(rule, graph, layout, q, main, vjp_fn)
 
         def primal(args, params, others, traces, step, extra):
             main, temps, vjp_fn = executor.run_step(graph, layout, args, params, others)
@@ -339,7 +340,9 @@ class ETraceAlgorithm(brainstate.nn.Module):
             self._accumulate(grads, rule.solve(ctx, new_traces, signals, q, step), params, temps)
             if uses_old_signal:
                 old_signals = rule.learning_signal(ctx, executor.old_hidden_signals(graph, layout, d_others), extra)
-                self._accumulate(grads, rule.solve(ctx, old_traces, old_signals, q, step - 1), params, temps)
+                # Cotangents of the old states: no same-step cascade correction (see algorithms/cascade.py).
+                q_old = q._replace(cascade=()) if q.cascade else q
+                self._accumulate(grads, rule.solve(ctx, old_traces, old_signals, q_old, step - 1), params, temps)
             zero_traces = jax.tree.map(jnp.zeros_like, new_traces)
             d_extra = jax.tree.map(jnp.zeros_like, extra)
             return d_args, grads, d_others, zero_traces, _float0_like(step), d_extra
@@ -506,15 +509,6 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
         return etrace_evolve(self, *sequences, step_fn=step_fn, chunk_size=chunk_size,
                              return_outputs=return_outputs)
-
-
-def _with_cascade(rule, graph, layout, q, main, vjp_fn):
-    """``q`` with the cascade Jacobians when the rule keeps cascade traces (D-RTRL)."""
-    if not graph.cascades or not getattr(rule, "supports_cascade", False):
-        return q
-    from .cascade import with_cascade_jacobians
-
-    return with_cascade_jacobians(graph, layout, q, main, vjp_fn)
 
 
 def _float0_like(x):

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from .._errors import NotSupportedError
 from ..ops.primitive import etp_rule_of
 
-__all__ = ["CascadeKey", "with_cascade_jacobians", "zero_cascade_traces", "roll_cascade_traces",
+__all__ = ["CascadeKey", "cascade_quantities", "with_cascade_jacobians", "zero_cascade_traces", "roll_cascade_traces",
            "cascade_gradients"]
 
 
@@ -96,6 +96,17 @@ def with_cascade_jacobians(graph, layout, q, main, vjp_fn):
         return q
     return q._replace(cascade=tuple(_same_step_jacobian(graph, layout, plan, main, vjp_fn)
                                     for plan in graph.cascades))
+
+
+def cascade_quantities(rule, graph, layout, q, main, vjp_fn):
+    """``q`` with the cascade Jacobians when the graph has cascades and ``rule.supports_cascade``.
+
+    The learner's hook: ``main`` and ``vjp_fn`` are what
+    :func:`~braintrace.algorithms.executor.run_step` returned for this step.
+    """
+    if not graph.cascades or not getattr(rule, "supports_cascade", False):
+        return q
+    return with_cascade_jacobians(graph, layout, q, main, vjp_fn)
 
 
 def _check_layout(plan, group, trace):
@@ -168,25 +179,31 @@ def cascade_gradients(ctx, state: dict, traces: dict, signals, q) -> list:
     """Per relation, the cascade part of the gradient ``{key: gradient of the effective input}``.
 
     ``Σ_k δ^d_k ε^{d←r}[p, c, k]`` (contracted by the op's rule as a trace of width 1 with a
-    signal of ones) minus ``<Jᵀ δ^d, ε^u>`` (the same-step path already in ``δ^u``).
+    signal of ones). When ``q.cascade`` holds this step's Jacobians the signals are the
+    step's perturbation cotangents, whose ``δ^u`` already contains the same-step path
+    through ``d``: ``<Jᵀ δ^d, ε^u>`` is then subtracted. Signals of old or entry states (the
+    output bypass, multi-step windows) are cotangents of separate state values: the learner
+    passes ``q`` with an empty ``cascade`` and nothing is subtracted.
     """
     out = [{} for _ in ctx.graph.hidden_param_op_relations]
-    for plan, jac in zip(ctx.graph.cascades, q.cascade, strict=True):
+    jacobians = q.cascade if q.cascade else (None,) * len(ctx.graph.cascades)
+    for plan, jac in zip(ctx.graph.cascades, jacobians, strict=True):
         u, d = ctx.graph.hidden_groups[plan.upstream], ctx.graph.hidden_groups[plan.downstream]
         rel = ctx.graph.hidden_param_op_relations[plan.relation]
         rule = etp_rule_of(rel.primitive)
         lead = u.varshape[0] if plan.batch_axis else 1
         delta = signals[d.index].reshape(lead, plan.num_elements)
-        base = traces[(plan.relation, plan.upstream)]
         summed = {}
         for k, cascade in state[_key(plan)].items():
             c = _as_bpcx(plan, u, cascade)
             summed[k] = jnp.einsum("bpck,bk->bpc", c, delta.astype(c.dtype)).reshape(cascade.shape[:-1] + (1,))
         ones = jnp.ones(tuple(u.varshape) + (1,), delta.dtype)
-        same_step = jnp.einsum("bkps,bk->bps", _jacobian_bkps(plan, u, jac), delta)
-        same_step = same_step.reshape(tuple(u.varshape) + (u.num_state,))
-        parts = (rule.trace_contract(summed, ones, q.effective[plan.relation], rel.eqn_params),
-                 rule.trace_contract(base, -same_step, q.effective[plan.relation], rel.eqn_params))
+        parts = [rule.trace_contract(summed, ones, q.effective[plan.relation], rel.eqn_params)]
+        if jac is not None:
+            same_step = jnp.einsum("bkps,bk->bps", _jacobian_bkps(plan, u, jac), delta.astype(jac.dtype))
+            same_step = same_step.reshape(tuple(u.varshape) + (u.num_state,))
+            parts.append(rule.trace_contract(traces[(plan.relation, plan.upstream)], -same_step,
+                                             q.effective[plan.relation], rel.eqn_params))
         grads = out[plan.relation]
         for part in parts:
             for k, g in part.items():
