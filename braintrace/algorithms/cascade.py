@@ -26,12 +26,13 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._errors import NotSupportedError
 from ..ops.primitive import etp_rule_of
 
-__all__ = ["CascadeKey", "cascade_quantities", "with_cascade_jacobians", "zero_cascade_traces", "roll_cascade_traces",
-           "cascade_gradients"]
+# The learner's hook and the state key; zero/roll/gradients are ParamDimRule's helpers.
+__all__ = ["CascadeKey", "cascade_quantities"]
 
 
 class CascadeKey(NamedTuple):
@@ -68,6 +69,13 @@ def _main_positions(graph, layout) -> dict:
     return {path: starts[slot] for slot, path in layout.hidden_other_slots}
 
 
+def _zero_cotangent(value):
+    # Integer outputs (a spike counter kept in a ShortTermState) take float0 cotangents.
+    if jnp.issubdtype(jnp.result_type(value), jnp.inexact):
+        return jnp.zeros_like(value)
+    return np.zeros(jnp.shape(value), dtype=jax.dtypes.float0)
+
+
 def _same_step_jacobian(graph, layout, plan, main, vjp_fn):
     """``J = ∂h^d/∂h^u`` of this step as ``(N_d, *V_u, S_u)`` (rows of ``d`` one-hot)."""
     u, d = graph.hidden_groups[plan.upstream], graph.hidden_groups[plan.downstream]
@@ -78,7 +86,7 @@ def _same_step_jacobian(graph, layout, plan, main, vjp_fn):
 
     def pull(one_hot):
         stacked = jnp.broadcast_to(one_hot, full_shape)
-        cotangents = [jnp.zeros_like(m) for m in main]
+        cotangents = [_zero_cotangent(m) for m in main]
         for path, value in zip(d.hidden_paths, d.split_hidden(stacked), strict=True):
             i = positions[path]
             cotangents[i] = value.astype(main[i].dtype).reshape(jnp.shape(main[i]))
@@ -86,7 +94,7 @@ def _same_step_jacobian(graph, layout, plan, main, vjp_fn):
         by_path = dict(zip(perturb_paths, d_perturb, strict=True))
         return jax.lax.stop_gradient(u.concat_hidden([by_path[p] for p in u.hidden_paths]))
 
-    eye = jnp.eye(plan.num_elements, dtype=jnp.result_type(*[m.dtype for m in main]))
+    eye = jnp.eye(plan.num_elements, dtype=main[positions[d.hidden_paths[0]]].dtype)
     return jax.vmap(pull)(eye.reshape((plan.num_elements,) + row_shape))
 
 
@@ -103,6 +111,40 @@ def cascade_quantities(rule, graph, layout, q, main, vjp_fn):
 
     The learner's hook: ``main`` and ``vjp_fn`` are what
     :func:`~braintrace.algorithms.executor.run_step` returned for this step.
+
+    Examples
+    --------
+    A leaky group ``u`` read out by a leaky group ``d`` of two elements: ``J`` is ``(2, *V_u, S_u)``.
+
+    >>> import brainstate, jax, jax.numpy as jnp
+    >>> import braintrace
+    >>> from braintrace.algorithms import executor
+    >>> from braintrace.algorithms.cascade import cascade_quantities
+    >>> class Net(brainstate.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.w = brainstate.ParamState(jnp.ones((3, 4)) * 0.1)
+    ...         self.w_out = brainstate.ParamState(jnp.ones((4, 2)) * 0.1)
+    ...     def init_state(self, batch_size=None, **kwargs):
+    ...         self.u = brainstate.HiddenState(jnp.zeros(4))
+    ...         self.d = brainstate.HiddenState(jnp.zeros(2))
+    ...     def update(self, x):
+    ...         self.u.value = 0.8 * self.u.value + braintrace.matmul(x, self.w.value)
+    ...         self.d.value = 0.9 * self.d.value + braintrace.matmul(jnp.tanh(self.u.value), self.w_out.value)
+    ...         return self.d.value
+    >>> net = Net()
+    >>> _ = brainstate.nn.init_all_states(net)
+    >>> learner = braintrace.D_RTRL(net)
+    >>> graph = learner.compile_graph(jnp.ones(3))
+    >>> graph.cascades[0].num_elements
+    2
+    >>> layout = learner._compiled.layout
+    >>> values = [jax.tree.leaves(st.value) for st in graph.module_info.compiled_model_states]
+    >>> params, others = layout.split(values)
+    >>> main, temps, vjp_fn = executor.run_step(graph, layout, [jnp.ones(3)], params, others)
+    >>> q = executor.step_quantities(graph, temps, dict(zip(layout.param_paths, params)))
+    >>> cascade_quantities(learner.trace_rule, graph, layout, q, main, vjp_fn).cascade[0].shape
+    (2, 4, 1)
     """
     if not graph.cascades or not getattr(rule, "supports_cascade", False):
         return q

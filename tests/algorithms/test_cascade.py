@@ -29,17 +29,21 @@ def _shape(batch_size, n):
 class LeakyWithReadout(brainstate.nn.Module):
     """``u = 0.8 u + x @ W``; ``d = α d + (1 - α) tanh(u) @ W_out`` (``d`` reads ``u``'s new value)."""
 
-    def __init__(self, n_out=N_D, alpha=0.9, old_output=False):
+    def __init__(self, n_out=N_D, alpha=0.9, old_output=False, counter=False):
         super().__init__()
-        self.n_out, self.alpha, self.old_output = n_out, alpha, old_output
+        self.n_out, self.alpha, self.old_output, self.counter = n_out, alpha, old_output, counter
         self.w = brainstate.ParamState(jnp.linspace(-0.9, 1.1, N_IN * N_U).reshape(N_IN, N_U))
         self.w_out = brainstate.ParamState(jnp.linspace(0.8, -0.7, N_U * n_out).reshape(N_U, n_out))
 
     def init_state(self, batch_size=None, **kwargs):
         self.u = brainstate.HiddenState(jnp.zeros(_shape(batch_size, N_U)))
         self.d = brainstate.HiddenState(jnp.zeros(_shape(batch_size, self.n_out)))
+        if self.counter:  # an integer state: its cotangent in the Jacobian VJPs is float0
+            self.count = brainstate.ShortTermState(jnp.asarray(0, jnp.int32))
 
     def update(self, x):
+        if self.counter:
+            self.count.value = self.count.value + 1
         old_d = self.d.value
         self.u.value = 0.8 * self.u.value + braintrace.matmul(x, self.w.value)
         drive = braintrace.matmul(jnp.tanh(self.u.value), self.w_out.value)
@@ -103,6 +107,12 @@ def test_d_rtrl_with_a_cascade_equals_bptt_for_every_weight(batch):
 def test_vmap_lanes_equal_bptt_with_a_cascade():
     learner, expected, actual = _bptt_and_online(LeakyWithReadout(), _inputs(2, seed=1), 2, vmap=True)
     assert learner.graph.cascades and not learner.graph.cascades[0].batch_axis
+    assert_grads_close(expected, actual, rtol=1e-4, atol=1e-6)
+
+
+def test_an_integer_state_next_to_a_cascade():
+    learner, expected, actual = _bptt_and_online(LeakyWithReadout(counter=True), _inputs(None, seed=4))
+    assert learner.graph.cascades
     assert_grads_close(expected, actual, rtol=1e-4, atol=1e-6)
 
 
