@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 
+import braintools
 import brainstate
 import jax
 import jax.numpy as jnp
@@ -12,13 +14,42 @@ import braintrace
 import braintrace.nn as bnn
 
 
+CELLS = ("elman", "gru", "lstm", "lif")
+
+
+class RecurrentLIF(brainstate.nn.Module):
+    """A recurrent LIF layer: ``V ← LIF(V, [x, spikes(V)] @ W)`` (unitless, ``dt = 1``).
+
+    The input and recurrent weights are one dense ETP op on the concatenation of the input and
+    the previous step's (surrogate-gradient) spikes, like the rate cells.
+    """
+
+    dt = 1.0
+
+    def __init__(self, n_in: int, n_hidden: int):
+        super().__init__()
+        self.weight = bnn.Linear(n_in + n_hidden, n_hidden,
+                                 w_init=braintools.init.KaimingNormal(scale=2.0))
+        self.neuron = bnn.LIF(n_hidden, R=1.0, tau=5.0, V_th=1.0, V_reset=0.0, V_rest=0.0,
+                              V_initializer=braintools.init.Constant(0.0),
+                              spk_fun=braintools.surrogate.Sigmoid(alpha=4.0))
+
+    def update(self, x):
+        with brainstate.environ.context(dt=self.dt):
+            spikes = self.neuron.get_spike()
+            return self.neuron(self.weight(jnp.concatenate([x, spikes], axis=-1)))
+
+
 class Readout(brainstate.nn.Module):
-    """A recurrent cell (Elman or GRU) followed by a linear readout."""
+    """A recurrent cell (Elman, GRU, LSTM or a recurrent LIF layer) and a linear readout."""
 
     def __init__(self, cell: str, n_in: int, n_hidden: int, n_out: int = 4):
         super().__init__()
-        cls = {"elman": bnn.ValinaRNNCell, "gru": bnn.GRUCell}[cell]
-        self.cell = cls(n_in, n_hidden)
+        if cell == "lif":
+            self.cell = RecurrentLIF(n_in, n_hidden)
+        else:
+            cls = {"elman": bnn.ValinaRNNCell, "gru": bnn.GRUCell, "lstm": bnn.LSTMCell}[cell]
+            self.cell = cls(n_in, n_hidden)
         self.out = bnn.Linear(n_hidden, n_out)
 
     def update(self, x):
@@ -29,10 +60,17 @@ def loss_fn(y):
     return jnp.mean(y ** 2)
 
 
-def make_runner(method: str, cell: str, n_hidden: int, batch: int, n_in: int = 32, **options):
-    """Return ``grads(xs)``: gradients over a sequence, for ``brainstate.transform.jit``."""
-    model = Readout(cell, n_in, n_hidden)
+def make_runner(method: str, cell: str, n_hidden: int, batch: int, n_in: int = 32, n_out: int = 4, **options):
+    """Return ``grads(xs)``: gradients over a sequence, for ``brainstate.transform.jit``.
+
+    ``method`` is ``'forward'`` (the plain forward pass over the sequence, no gradient),
+    ``'bptt'`` or a learner name of :func:`braintrace.compile`.
+    """
+    model = Readout(cell, n_in, n_hidden, n_out)
     example = jnp.zeros((batch, n_in))
+    if method == "forward":
+        brainstate.nn.init_all_states(model, batch)
+        return lambda xs: brainstate.transform.for_loop(model, xs)
     if method == "bptt":
         brainstate.nn.init_all_states(model, batch)
         params = dict(model.states(brainstate.ParamState))
@@ -56,6 +94,23 @@ def compiled_memory(method, cell, n_hidden, batch, length, **options) -> int:
     xs = jax.ShapeDtypeStruct((length, batch, 32), jnp.float32)
     stats = brainstate.transform.jit(fn).lower(xs).compile().memory_analysis()
     return int(stats.temp_size_in_bytes + stats.output_size_in_bytes)
+
+
+def interleaved_medians(fns: dict, xs, repeats: int) -> dict:
+    """Median wall time of every ``fn(xs)``, timed round-robin so load drift hits all alike.
+
+    Two warm-up calls each: the first compiles (and writes the states, which may retrace).
+    """
+    for fn in fns.values():
+        jax.block_until_ready(fn(xs))
+        jax.block_until_ready(fn(xs))
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn(xs))
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def best_time(fn, xs, repeats: int) -> float:

@@ -23,6 +23,7 @@ Run ``python -m benchmarks.profile_step [--cell gru] [--hidden 256] [--length 20
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import time
 
@@ -33,9 +34,9 @@ import jax.numpy as jnp
 import braintrace
 
 try:
-    from ._common import Readout, loss_fn, machine, table
+    from ._common import Readout, loss_fn, machine, make_runner, table
 except ImportError:  # run as a script
-    from _common import Readout, loss_fn, machine, table
+    from _common import Readout, loss_fn, machine, make_runner, table
 
 ALGORITHMS = [("D-RTRL", braintrace.D_RTRL, {}), ("ES-D-RTRL", braintrace.ES_D_RTRL, {"decay_or_rank": 0.9})]
 
@@ -164,18 +165,61 @@ def profile(cell="gru", n_hidden=256, batch=16, n_in=32, n_out=8, length=200, re
     return text, results
 
 
+def thunk_profile(fn, xs, top: int = 12, runs: int = 3) -> list:
+    """The ``top`` XLA:CPU thunks (fusions, dots, loops) by time, ms per sequence.
+
+    Uses ``jax.profiler.trace(create_perfetto_trace=True)``: XLA:CPU records one event per
+    executed thunk, named like the optimised HLO instruction (``ynn_fusion.2``, ``dot.12``),
+    so a name can be looked up in ``jax.jit(fn).lower(xs).compile().as_text()``.
+    """
+    import collections
+    import gzip
+    import json
+    import pathlib
+    import tempfile
+
+    jax.block_until_ready(fn(xs))
+    jax.block_until_ready(fn(xs))
+    with tempfile.TemporaryDirectory() as folder:
+        with jax.profiler.trace(folder, create_perfetto_trace=True):
+            for _ in range(runs):
+                jax.block_until_ready(fn(xs))
+        path = next(pathlib.Path(folder).rglob("*.json.gz"))
+        events = json.load(gzip.open(path))
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    total, count = collections.Counter(), collections.Counter()
+    for event in events:
+        name = event.get("name", "")
+        # HLO instruction names only (not the runtime's own spans, which are CamelCase/spaced).
+        if event.get("ph") == "X" and re.fullmatch(r"[a-z][a-z0-9_\-]*(\.[0-9]+)*", name):
+            total[name] += event["dur"]
+            count[name] += 1
+    return [[name, count[name] // runs, f"{us / runs / 1e3:.1f}"] for name, us in total.most_common(top)]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cell", default="gru", choices=["elman", "gru"])
+    parser.add_argument("--cell", default="gru", choices=["elman", "gru", "lstm", "lif"])
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--inputs", type=int, default=32)
     parser.add_argument("--outputs", type=int, default=8)
     parser.add_argument("--length", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--thunks", action="store_true",
+                        help="also list the slowest XLA thunks of BPTT, D-RTRL and ES-D-RTRL over a sequence")
     args = parser.parse_args(argv)
     text, _ = profile(args.cell, args.hidden, args.batch, args.inputs, args.outputs, args.length, args.repeats)
     print(text)
+    if args.thunks:
+        xs = jax.random.normal(jax.random.PRNGKey(0), (args.length, args.batch, args.inputs))
+        for label, method, options in (("BPTT", "bptt", {}), ("D-RTRL", "d_rtrl", {}),
+                                       ("ES-D-RTRL", "es_d_rtrl", {"decay_or_rank": 0.9})):
+            fn = brainstate.transform.jit(make_runner(method, args.cell, args.hidden, args.batch,
+                                                      n_in=args.inputs, n_out=args.outputs, **options))
+            rows = thunk_profile(fn, xs)
+            print(f"\nSlowest thunks, {label} (ms per sequence):\n"
+                  + table(["thunk", "runs / sequence", "ms"], rows))
 
 
 if __name__ == "__main__":

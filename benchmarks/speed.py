@@ -1,50 +1,88 @@
-"""Time per sequence (forward + gradient) for BPTT, D-RTRL and ES-D-RTRL.
+"""Time per sequence: plain forward pass, BPTT, D-RTRL and ES-D-RTRL, in one process.
 
-Default: Elman and GRU, N in {64, 256, 1024}, T in {100, 1000}, batch 16. D-RTRL at
-N=1024 holds a (B, I, O) trace per relation (several GiB for a GRU); ``--skip-large-drtrl``
-leaves it out on small machines.
+For every (cell, N, T) the four functions are jitted, warmed up and then timed round-robin
+(``--repeats`` rounds, median), so load drift on a shared machine hits all four alike and
+the ratios of one row are comparable. Times are ms per sequence of ``T`` steps at batch
+``B`` (input ``I = 32``, readout ``O = 8``); the gradient methods include their forward pass.
+
+The default is a quick grid (Elman and GRU, N in {64, 256}, T = 100). ``--full`` runs the
+grid of issue 14: Elman, GRU, LSTM and a recurrent LIF SNN at N in {64, 256, 1024} and
+T in {100, 1000}. D-RTRL keeps a ``(B, I, O)`` trace per dense relation, so at large N it is
+slow on a CPU (tens of seconds per sequence at N=1024, T=1000); ``--skip-large-drtrl N``
+leaves D-RTRL out for N at or above ``N`` and the table says so.
+
+Run ``python -m benchmarks.speed [--full] [--cells gru] [--hidden 256] [--lengths 200]``.
 """
 
 from __future__ import annotations
 
 import argparse
 
-try:
-    from ._common import machine, table, time_per_sequence
-except ImportError:  # run as a script
-    from _common import machine, table, time_per_sequence
+import brainstate
+import jax
 
-METHODS = [("BPTT", "bptt", {}), ("D-RTRL", "d_rtrl", {}), ("ES-D-RTRL", "es_d_rtrl", {"decay_or_rank": 0.9})]
+try:
+    from ._common import CELLS, interleaved_medians, machine, make_runner, table
+except ImportError:  # run as a script
+    from _common import CELLS, interleaved_medians, machine, make_runner, table
+
+METHODS = [("forward", "forward", {}), ("BPTT", "bptt", {}), ("D-RTRL", "d_rtrl", {}),
+           ("ES-D-RTRL", "es_d_rtrl", {"decay_or_rank": 0.9})]
+HEADERS = ["cell", "N", "T", "forward", "BPTT", "D-RTRL", "ES-D-RTRL",
+           "D-RTRL/BPTT", "ES/BPTT", "ES/forward"]
+
+
+def time_row(cell, n_hidden, length, batch, repeats, skip_drtrl_at=0, n_in=32, n_out=8) -> dict:
+    """Median ms per sequence of every method for one (cell, N, T), timed interleaved."""
+    fns = {}
+    for label, method, options in METHODS:
+        if method == "d_rtrl" and skip_drtrl_at and n_hidden >= skip_drtrl_at:
+            continue
+        runner = make_runner(method, cell, n_hidden, batch, n_in=n_in, n_out=n_out, **options)
+        fns[label] = brainstate.transform.jit(runner)
+    xs = jax.random.normal(jax.random.PRNGKey(0), (length, batch, n_in))
+    return {label: seconds * 1e3 for label, seconds in interleaved_medians(fns, xs, repeats).items()}
+
+
+def format_row(cell, n_hidden, length, ms: dict, skip_drtrl_at=0) -> list:
+    def cell_of(label):
+        if label not in ms:
+            return f"skipped (N>={skip_drtrl_at})"
+        return f"{ms[label]:.1f}"
+
+    def ratio(a, b):
+        return f"{ms[a] / ms[b]:.2f}" if a in ms and b in ms else "-"
+
+    return [cell, n_hidden, length, *(cell_of(label) for label, _, _ in METHODS),
+            ratio("D-RTRL", "BPTT"), ratio("ES-D-RTRL", "BPTT"), ratio("ES-D-RTRL", "forward")]
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--cells", nargs="+", default=["elman", "gru"])
-    parser.add_argument("--hidden", type=int, nargs="+", default=[64, 256, 1024])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[100, 1000])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true",
+                        help="the issue-14 grid: all cells, N in {64, 256, 1024}, T in {100, 1000}")
+    parser.add_argument("--cells", nargs="+", choices=CELLS, default=None)
+    parser.add_argument("--hidden", type=int, nargs="+", default=None)
+    parser.add_argument("--lengths", type=int, nargs="+", default=None)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds per row (median)")
     parser.add_argument("--skip-large-drtrl", type=int, default=0,
                         help="skip D-RTRL for N at or above this size (0: never)")
     args = parser.parse_args(argv)
+    cells = args.cells or (list(CELLS) if args.full else ["elman", "gru"])
+    hidden = args.hidden or ([64, 256, 1024] if args.full else [64, 256])
+    lengths = args.lengths or ([100, 1000] if args.full else [100])
     rows = []
-    for cell in args.cells:
-        for n in args.hidden:
-            for t in args.lengths:
-                row = [cell, n, t]
-                times = {}
-                for label, method, options in METHODS:
-                    if method == "d_rtrl" and args.skip_large_drtrl and n >= args.skip_large_drtrl:
-                        row.append("skipped")
-                        continue
-                    times[label] = time_per_sequence(method, cell, n, args.batch, t, repeats=args.repeats, **options)
-                    row.append(f"{times[label] * 1e3:.1f}")
-                ratio = times.get("ES-D-RTRL", float("nan")) / times["BPTT"]
-                row.append(f"{ratio:.2f}")
+    for cell in cells:
+        for n in hidden:
+            for t in lengths:
+                ms = time_row(cell, n, t, args.batch, args.repeats, args.skip_large_drtrl)
+                row = format_row(cell, n, t, ms, args.skip_large_drtrl)
                 rows.append(row)
                 print(row, flush=True)
-    print(f"Machine: {machine()}; batch={args.batch}; times in ms per sequence (best of {args.repeats})")
-    print(table(["cell", "N", "T", "BPTT", "D-RTRL", "ES-D-RTRL", "ES/BPTT"], rows))
+    print(f"Machine: {machine()}; batch={args.batch}, I=32, O=8; ms per sequence, median of "
+          f"{args.repeats} interleaved runs per row")
+    print(table(HEADERS, rows))
     return rows
 
 

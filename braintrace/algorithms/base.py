@@ -31,7 +31,7 @@ from .. import _errors
 from ..compiler.diagnostics import format_path
 from ..compiler.graph import ETraceGraph, compile_etrace_graph
 from ..ops.primitive import etp_rule_of
-from . import executor, input_checks, scan_descent, windows
+from . import executor, input_checks, scan_descent, trace_storage, windows
 from .cascade import cascade_quantities
 from ._legacy_rule import legacy_rule_of
 from .options import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS, LearnerOptions
@@ -240,7 +240,8 @@ class ETraceAlgorithm(brainstate.nn.Module):
                 "`param_state.value` in the recurrent path; see `graph.explain()`:\n"
                 + "\n".join(str(r) for r in graph.diagnostics)
             )
-        rule = self._resolved_rule(graph)
+        # `trace_dtype`: the rule's state is stored narrower and computed in float32 (or wider).
+        rule = trace_storage.with_trace_dtype(self._resolved_rule(graph), self.options.trace_dtype)
         scan_descent.check_supported(rule, graph, type(self).__name__)
         arg_leaves, arg_treedef = jax.tree.flatten(lane_args)
         compiled = _Compiled(graph, StateLayout.of(graph), rule,

@@ -256,7 +256,7 @@ class EProp(ParamDimVjpAlgorithm):
         As for :class:`~braintrace.D_RTRL`; multi-step windows contract the filtered trace and
         the (projected) hidden cotangent at window entry.
     fast_solve : bool
-        Accepted for compatibility.
+        Accepted for compatibility; no effect (see :class:`~braintrace.algorithms.options.LearnerOptions`).
     **kwargs
         Other learner options (``trace_dtype``, ``chunked_trace``, ``control_flow``,
         ``snap_max_jacobian_elements``, ``vmap``), see :class:`~braintrace.ETraceAlgorithm`.

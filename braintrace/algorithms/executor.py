@@ -245,6 +245,10 @@ def old_hidden_signals(graph: ETraceGraph, layout: StateLayout, other_cotangents
     return [g.concat_hidden([by_path[p] for p in g.hidden_paths]) for g in graph.hidden_groups]
 
 
+#: Up to this many stacked states, :func:`apply_jacobian` is unrolled into multiply-adds.
+_UNROLLED_JACOBIAN_STATES = 8
+
+
 def apply_jacobian(jacobian, trace, varshape_rank: int):
     """``Σ_b D[..., a, b] ε[..., c, b]`` for a trace ``(*V, *C, S)``."""
     v_shape = trace.shape[:varshape_rank]
@@ -252,6 +256,14 @@ def apply_jacobian(jacobian, trace, varshape_rank: int):
     flat = trace.reshape(v_shape + (-1, s))
     if s == 1:
         out = flat * jacobian[..., 0, 0][..., None, None]
+    elif s <= _UNROLLED_JACOBIAN_STATES:
+        # A few stacked states (LSTM: h and c): as an einsum this is a dot_general with every
+        # hidden position as a batch axis, which XLA:CPU runs as B·N tiny S×S products (an
+        # LSTM D-RTRL step took 30x BPTT, issue 14); S broadcast multiply-adds fuse into one
+        # pass over the trace.
+        out = flat[..., :, 0:1] * jacobian[..., None, :, 0]
+        for b in range(1, s):
+            out = out + flat[..., :, b:b + 1] * jacobian[..., None, :, b]
     else:
         out = jnp.einsum("...ab,...cb->...ca", jacobian, flat)
     return out.reshape(trace.shape)

@@ -35,11 +35,27 @@ class LearnerOptions:
         hidden-state cotangent at window entry with the traces (see
         :mod:`braintrace.algorithms.windows`).
     fast_solve : bool
-        Accepted for compatibility: the trace contraction is always the closed-form one.
-    trace_dtype : None
-        Trace storage dtype; only ``None`` (the parameters' dtype) is supported.
+        Accepted for compatibility (checked to be a bool); it changes nothing in this
+        version. In braintrace 0.2.8 it chooses between closed-form solve kernels (``True``)
+        and a slower path vmapped over the state axis (``False``) that compute the same
+        contraction. Here every rule has one contraction (the closed-form per-op
+        ``trace_contract`` / ``io_gradient``), used for either value: ``True`` and ``False``
+        give bit-identical gradients.
+    trace_dtype : None or floating dtype
+        The dtype the traces are stored in between steps (for example ``jnp.bfloat16`` halves
+        the trace memory of a float32 model). ``None`` (the default) stores them in the dtype
+        the rule computes in. Every ``roll`` and ``solve`` still computes in at least
+        ``float32``: the stored state is cast up before and the rolled state cast back after,
+        so each step adds one rounding to the storage precision. Integer leaves of a rule's
+        state (UORO's key and counter) are never cast. Normalised to a ``numpy.dtype``; see
+        :mod:`braintrace.algorithms.trace_storage`.
     chunked_trace : bool
-        Accepted for compatibility; it only matters for multi-step windows.
+        Accepted for compatibility (checked to be a bool); it changes nothing in this
+        version. In braintrace 0.2.8, ``True`` rolls the D-RTRL trace over a multi-step window
+        in closed form (suffix products of the per-step Jacobians by an associative scan), which
+        equals the step-by-step roll up to round-off. Here a window's traces are always rolled
+        step by step inside the window's scan (the recursion of single-step calls), for either
+        value: ``True`` and ``False`` give bit-identical traces and gradients.
     control_flow : ControlFlowPolicy or None
         How control flow in the step is canonicalised (``None``: the default policy); passed
         to :func:`~braintrace.compile_etrace_graph`.
@@ -57,6 +73,9 @@ class LearnerOptions:
     'single-step'
     >>> LearnerOptions(vjp_method='multi-step').vjp_method
     'multi-step'
+    >>> import jax.numpy as jnp
+    >>> LearnerOptions(trace_dtype=jnp.bfloat16).trace_dtype
+    dtype(bfloat16)
     """
 
     vjp_method: str = "single-step"
@@ -80,13 +99,14 @@ class LearnerOptions:
             raise _errors.NotSupportedError(
                 f"`control_flow={self.control_flow!r}`: expected None or a braintrace.ControlFlowPolicy."
             )
-        for name, what in (("trace_dtype", "trace storage in another dtype"),
-                           ("config", "an ETraceConfig")):
-            if getattr(self, name) is not None:
-                raise _errors.NotSupportedError(
-                    f"`{name}={getattr(self, name)!r}`: {what} is not supported in this version; leave "
-                    f"`{name}` at None."
-                )
+        from .trace_storage import check_trace_dtype
+
+        object.__setattr__(self, "trace_dtype", check_trace_dtype(self.trace_dtype))
+        if self.config is not None:
+            raise _errors.NotSupportedError(
+                f"`config={self.config!r}`: an ETraceConfig is not supported in this version; leave "
+                "`config` at None."
+            )
         value = self.snap_max_jacobian_elements
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
             raise ValueError(f"`snap_max_jacobian_elements` must be a positive int; got {value!r}.")

@@ -142,7 +142,7 @@ class SnAp(ParamDimVjpAlgorithm):
     vjp_method : {'single-step', 'multi-step'}
         As for :class:`~braintrace.D_RTRL`.
     fast_solve : bool
-        Accepted for compatibility.
+        Accepted for compatibility; no effect (see :class:`~braintrace.algorithms.options.LearnerOptions`).
     snap_max_jacobian_elements : int
         Upper bound on ``P·(K·S)²`` per group; compilation raises a
         :class:`~braintrace.CompilationError` naming the group above it.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 
 from . import _units
@@ -44,10 +45,46 @@ def _trace_increment(x, df, *, has_bias, weight_fn, bias_fn):
 
 
 def _trace_contract(trace, signal, effective, *, has_bias, weight_fn, bias_fn):
-    out = {"weight": jnp.einsum("...ois,...os->io", trace["weight"], signal)}
+    weight = trace["weight"]
+    if weight.ndim > 3:  # leading (batch) axes to sum over
+        contracted = jax.lax.platform_dependent(weight, signal, cpu=_contract_leading_by_scan,
+                                                default=_contract_leading_by_einsum)
+    else:
+        contracted = jnp.einsum("ois,os->io", weight, signal)
+    out = {"weight": contracted}
     if has_bias:
         out["bias"] = jnp.einsum("...os,...os->o", trace["bias"], signal)
     return out
+
+
+def _contract_leading_by_einsum(weight, signal):
+    return jnp.einsum("...ois,...os->io", weight, signal)
+
+
+def _contract_leading_by_scan(weight, signal):
+    """``Σ_lead Σ_s ε[..., o, i, s] L[..., o, s]`` as a loop over the leading positions.
+
+    As one einsum, ``o`` is a batch axis that is not major, so XLA:CPU copies the whole
+    ``(..., O, I, S)`` trace into ``(O, ..., I·S)`` order every step and runs ``O`` tiny
+    matrix-vector products; a reduction over the leading axes is emitted as a strided
+    loop. Summing one contiguous ``(O, I, S)`` slice at a time reads the trace once, and
+    the ``(O, I)`` accumulator stays in cache (the D-RTRL solve ran 2-3x faster, issue 14).
+    """
+    o, i, s = weight.shape[-3:]
+    slices = (weight.reshape(-1, o, i, s), signal.reshape(-1, o, s))
+
+    def add_one(total, pair):
+        trace_slice, signal_slice = pair
+        if s > 8:
+            return total + jnp.einsum("ois,os->oi", trace_slice, signal_slice), None
+        # A few states: explicit multiply-adds (as an einsum, `o` becomes a batch axis of
+        # O tiny dot products).
+        for state in range(s):
+            total = total + trace_slice[:, :, state] * signal_slice[:, None, state]
+        return total, None
+
+    total, _ = jax.lax.scan(add_one, jnp.zeros((o, i), jnp.result_type(weight, signal)), slices)
+    return total.T
 
 
 etp_matmul_p = define_primitive(

@@ -197,3 +197,12 @@ def test_multi_step_windows_with_a_cascade_equal_bptt():
 def test_cascade_max_elements_is_checked():
     with pytest.raises(ValueError, match="cascade_max_elements"):
         braintrace.D_RTRL(LeakyWithReadout(), cascade_max_elements=-1)
+
+
+def test_stored_trace_dtype_keeps_the_cascade():
+    """``trace_dtype`` wraps the rule (StoredTraceRule): the wrapper reports the inner rule's cascade flag."""
+    learner, expected, actual = _bptt_and_online(LeakyWithReadout(), _inputs(None, seed=5), trace_dtype=jnp.float32)
+    assert learner.graph.cascades and any(isinstance(k, CascadeKey) for k in learner.etrace.value)
+    assert_grads_close(expected, actual, rtol=1e-4, atol=1e-6)
+    _, expected, actual = _bptt_and_online(LeakyWithReadout(), _inputs(None, seed=5), trace_dtype=jnp.bfloat16)
+    assert _relative(expected, actual, ("w",)) < 3e-2  # bfloat16 storage: rounding only, the coupling is kept
