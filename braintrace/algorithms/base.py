@@ -32,6 +32,7 @@ from ..compiler.diagnostics import format_path
 from ..compiler.graph import ETraceGraph, compile_etrace_graph
 from ..ops.primitive import etp_rule_of
 from . import executor, input_checks, scan_descent, trace_storage, windows
+from .cascade import cascade_quantities
 from ._legacy_rule import legacy_rule_of
 from .options import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS, LearnerOptions
 from .state_layout import StateLayout
@@ -291,8 +292,9 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
         def probe(args, values):
             params, others = layout.split([jax.tree.leaves(v) for v in values])
-            _, temps, _ = executor.run_step(compiled.graph, layout, jax.tree.leaves(args), params, others)
-            return executor.step_quantities(compiled.graph, temps, dict(zip(layout.param_paths, params, strict=True)))
+            main, temps, vjp_fn = executor.run_step(compiled.graph, layout, jax.tree.leaves(args), params, others)
+            q = executor.step_quantities(compiled.graph, temps, dict(zip(layout.param_paths, params, strict=True)))
+            return cascade_quantities(compiled.rule, compiled.graph, layout, q, main, vjp_fn)
 
         args = example_args
         if self.vmap:
@@ -307,12 +309,13 @@ class ETraceAlgorithm(brainstate.nn.Module):
         same_step = bool(rule.same_step_gradients)
         uses_old_signal = bool(graph.hidden_perturb.bypass_hidden_paths) and same_step
 
-        def quantities(temps, params):
-            return executor.step_quantities(graph, temps, dict(zip(layout.param_paths, params, strict=True)))
+        def quantities(temps, params, main, vjp_fn):
+            q = executor.step_quantities(graph, temps, dict(zip(layout.param_paths, params, strict=True)))
+            return cascade_quantities(rule, graph, layout, q, main, vjp_fn)
 
         def primal(args, params, others, traces, step, extra):
-            main, temps, _ = executor.run_step(graph, layout, args, params, others)
-            q = quantities(temps, params)
+            main, temps, vjp_fn = executor.run_step(graph, layout, args, params, others)
+            q = quantities(temps, params, main, vjp_fn)
             return main, rule.roll(ctx, traces, q, step)
 
         def fwd(args, params, others, traces, step, extra):
@@ -320,7 +323,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
             # differentiable, so refuse instead of returning zeros.
             args, params, others, traces = input_checks.first_order_only((args, params, others, traces))
             main, temps, vjp_fn = executor.run_step(graph, layout, args, params, others)
-            q = quantities(temps, params)
+            q = quantities(temps, params, main, vjp_fn)
             new_traces = rule.roll(ctx, traces, q, step)
             residual = (vjp_fn, new_traces, traces if uses_old_signal else None, q, params, temps, step, extra)
             return (main, new_traces), residual
@@ -338,7 +341,9 @@ class ETraceAlgorithm(brainstate.nn.Module):
             self._accumulate(grads, rule.solve(ctx, new_traces, signals, q, step), params, temps)
             if uses_old_signal:
                 old_signals = rule.learning_signal(ctx, executor.old_hidden_signals(graph, layout, d_others), extra)
-                self._accumulate(grads, rule.solve(ctx, old_traces, old_signals, q, step - 1), params, temps)
+                # Cotangents of the old states: no same-step cascade correction (see algorithms/cascade.py).
+                q_old = q._replace(cascade=()) if q.cascade else q
+                self._accumulate(grads, rule.solve(ctx, old_traces, old_signals, q_old, step - 1), params, temps)
             zero_traces = jax.tree.map(jnp.zeros_like, new_traces)
             d_extra = jax.tree.map(jnp.zeros_like, extra)
             return d_args, grads, d_others, zero_traces, _float0_like(step), d_extra

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 
 from ..ops.primitive import etp_rule_of
+from ..compiler.cascade_plan import DEFAULT_CASCADE_MAX_ELEMENTS
+from . import cascade
 from .base import ETraceAlgorithm
 from .executor import apply_jacobian
 from .options import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS
@@ -84,7 +86,9 @@ def contract_param_traces(ctx, traces, signals, q) -> list:
 class ParamDimRule(TraceRule):
     """The D-RTRL rule: one parameter-dimension trace per (relation, group).
 
-    State: ``{TraceKey(r, g): {op input key: (*V, *C, S)}}``.
+    State: ``{TraceKey(r, g): {op input key: (*V, *C, S)}}``, plus, for every coupling the
+    compiler planned a cascade for (``graph.cascades``), ``{CascadeKey(r, u, d): {op input
+    key: (*V_u, *C, N_d)}}`` (see :mod:`braintrace.algorithms.cascade`).
 
     Examples
     --------
@@ -101,6 +105,11 @@ class ParamDimRule(TraceRule):
 
     #: Ops inside a descended long scan are trained (their increments are folded over the substeps).
     supports_scan_descent: ClassVar[bool] = True
+    #: Cross-group couplings planned by the compiler get cascade traces.
+    supports_cascade: ClassVar[bool] = True
+
+    def _cascades_on(self, ctx) -> bool:
+        return bool(ctx.graph.cascades) and self.supports_cascade
 
     def init(self, ctx, q) -> dict:
         traces = {}
@@ -109,6 +118,8 @@ class ParamDimRule(TraceRule):
             traces[TraceKey(r, group.index)] = (
                 zero_param_trace(rel, q.x[r], q.df[r][i], q.effective[r]) if folded is None
                 else {k: jnp.zeros(s.shape, s.dtype) for k, s in folded.items()})
+        if self._cascades_on(ctx):
+            traces.update(cascade.zero_cascade_traces(ctx, traces))
         return traces
 
     def roll(self, ctx, state, q, step) -> dict:
@@ -117,10 +128,17 @@ class ParamDimRule(TraceRule):
             key = TraceKey(r, group.index)
             new[key] = roll_param_trace(rel, group, state[key], q.x[r], q.df[r][i], q.effective[r],
                                         q.jacobians[group.index], increment=folded_increment(q, r, i))
+        if self._cascades_on(ctx):
+            new.update(cascade.roll_cascade_traces(ctx, state, new, q))
         return new
 
     def solve(self, ctx, state, signals, q, step) -> list:
-        return contract_param_traces(ctx, state, signals, q)
+        grads = contract_param_traces(ctx, state, signals, q)
+        if self._cascades_on(ctx):
+            for per_rel, extra in zip(grads, cascade.cascade_gradients(ctx, state, state, signals, q), strict=True):
+                for k, g in extra.items():
+                    per_rel[k] = g if k not in per_rel else per_rel[k] + g
+        return grads
 
 
 class ParamDimVjpAlgorithm(ETraceAlgorithm):
@@ -136,6 +154,13 @@ class ParamDimVjpAlgorithm(ETraceAlgorithm):
         Lanes along the leading axis over an unbatched graph (see :func:`braintrace.compile`).
     vjp_method, fast_solve, trace_dtype, chunked_trace, control_flow, config, random_feedback_key, snap_max_jacobian_elements
         The published learner options, see :class:`~braintrace.ETraceAlgorithm`.
+    cascade_max_elements : int
+        A traced group feeding a downstream group with memory (a leaky readout, a stacked
+        leaky layer) gets a cascade trace when the downstream group has at most this many
+        elements per batch row and the coupling is in the exact class (see
+        :mod:`braintrace.compiler.cascade_plan`); 0 turns cascades off (the coupling is
+        dropped, ``cross_group_coupling_dropped``). Rules that do not keep cascade traces
+        (EProp, ThreeFactor, OSTLRecurrent) ignore it.
 
     References
     ----------
@@ -160,12 +185,22 @@ class ParamDimVjpAlgorithm(ETraceAlgorithm):
     def __init__(self, model, name: str | None = None, *, vmap: bool = False, vjp_method: str = "single-step",
                  fast_solve: bool = True, trace_dtype=None, chunked_trace: bool = True, control_flow=None,
                  config=None, random_feedback_key=None,
-                 snap_max_jacobian_elements: int = DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS):
+                 snap_max_jacobian_elements: int = DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS,
+                 cascade_max_elements: int = DEFAULT_CASCADE_MAX_ELEMENTS):
+        if isinstance(cascade_max_elements, bool) or not isinstance(cascade_max_elements, int) \
+                or cascade_max_elements < 0:
+            raise ValueError(f"`cascade_max_elements` must be an int >= 0; got {cascade_max_elements!r}.")
         super().__init__(model, name, vmap=vmap, vjp_method=vjp_method, fast_solve=fast_solve,
                          trace_dtype=trace_dtype, chunked_trace=chunked_trace, control_flow=control_flow,
                          config=config, random_feedback_key=random_feedback_key,
                          snap_max_jacobian_elements=snap_max_jacobian_elements)
+        self.cascade_max_elements = cascade_max_elements
         self.trace_rule = ParamDimRule()
+
+    def graph_options(self) -> dict:
+        if not getattr(self.trace_rule, "supports_cascade", False):
+            return {}
+        return {"cascade_max_elements": getattr(self, "cascade_max_elements", DEFAULT_CASCADE_MAX_ELEMENTS)}
 
 
 D_RTRL = ParamDimVjpAlgorithm

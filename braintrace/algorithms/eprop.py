@@ -193,6 +193,9 @@ class EPropRule(ParamDimRule):
     EPropRule(kappa=0.5, feedback='symmetric')
     """
 
+    #: E-prop's signals are not all ``∂L/∂h``; cross-group couplings stay dropped.
+    supports_cascade = False
+
     kappa: float = 0.0
     feedback: str = "symmetric"
     feedback_matrices: tuple | None = dataclasses.field(default=None, compare=False, repr=False)

@@ -96,6 +96,10 @@ class StepQuantities(NamedTuple):
         group (folded over the substeps, see :mod:`braintrace.algorithms.scan_descent`);
         such a relation has ``x`` ``None`` and ``df`` entries ``None``. Empty when the graph
         has no descended scan.
+    cascade : tuple
+        Per ``graph.cascades`` plan, the same-step Jacobian ``∂h^d/∂h^u`` as
+        ``(N_d, *V_u, S_u)`` (see :mod:`braintrace.algorithms.cascade`); empty unless the rule
+        uses cascade traces.
     """
 
     x: tuple
@@ -105,6 +109,7 @@ class StepQuantities(NamedTuple):
     hidden_old: tuple = ()
     transition_consts: tuple = ()
     folded: tuple = ()
+    cascade: tuple = ()
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={describe_tree(getattr(self, name))}" for name in self._fields)

@@ -43,6 +43,8 @@ class ThreeFactorRule(ParamDimRule):
     """
 
     same_step_gradients = False
+    #: A modulator is no loss gradient: cross-group couplings stay dropped.
+    supports_cascade = False
 
     def learning_signal(self, ctx, signals, extra) -> list:
         if extra is None:  # only reached through paths that refuse ThreeFactor (multi-step windows)

@@ -120,6 +120,10 @@ class TraceRule:
     #: increments arrive folded over the substeps in ``q.folded`` (see
     #: :mod:`braintrace.algorithms.scan_descent`). Other rules refuse such graphs at compile.
     supports_scan_descent: ClassVar[bool] = False
+    #: Whether the rule keeps cascade traces for ``graph.cascades`` (D-RTRL): the learner
+    #: then compiles with ``cascade_max_elements`` and fills ``q.cascade`` with the same-step
+    #: Jacobians (see :mod:`braintrace.algorithms.cascade`).
+    supports_cascade: ClassVar[bool] = False
 
     def init(self, ctx: RuleContext, q) -> State:
         """The zero state, from one step's quantities (``ShapeDtypeStruct`` leaves)."""

@@ -108,6 +108,10 @@ class StoredTraceRule(TraceRule):
     def supports_scan_descent(self) -> bool:
         return self.inner.supports_scan_descent
 
+    @property
+    def supports_cascade(self) -> bool:
+        return self.inner.supports_cascade
+
     def __getattr__(self, name):
         # Rule-specific attributes (EProp's feedback matrices) are the inner rule's.
         if name in ("inner", "storage_dtype") or name.startswith("__"):

@@ -30,6 +30,7 @@ import numpy as np
 from .. import _errors
 from ..compiler.module_info import evaluate_flat
 from . import executor
+from .cascade import cascade_quantities
 from .input_checks import first_order_only
 from .inputs import MultiStepData, SingleStepData, is_step_data
 
@@ -208,10 +209,11 @@ def build_window_step(learner):
         def body(carry, args_t):
             others_c, traces_c = carry
             frozen = jax.lax.stop_gradient((params, others_c))
-            main, temps, _ = executor.run_step(graph, layout, args_t, frozen[0], frozen[1])
+            main, temps, perturbed_vjp = executor.run_step(graph, layout, args_t, frozen[0], frozen[1])
+            q = executor.step_quantities(graph, temps, dict(zip(layout.param_paths, frozen[0], strict=True)))
+            q = cascade_quantities(rule, graph, layout, q, main, perturbed_vjp)  # the cascade traces' Jacobians
             if differentiable:
                 main = plain_step(args_t, params, others_c)
-            q = executor.step_quantities(graph, temps, dict(zip(layout.param_paths, frozen[0], strict=True)))
             new_traces = jax.lax.stop_gradient(rule.roll(ctx, traces_c, q, step))
             return (_regroup(main[n_out:], others_c), new_traces), main[:n_out]
 

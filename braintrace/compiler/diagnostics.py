@@ -64,6 +64,7 @@ class DiagnosticKind(str, enum.Enum):
     HIDDEN_GROUP_ZERO_RECURRENCE = "hidden_group_zero_recurrence"
     HIDDEN_COUPLING_DROPPED = "hidden_coupling_dropped"
     CROSS_GROUP_COUPLING_DROPPED = "cross_group_coupling_dropped"
+    CROSS_GROUP_CASCADE = "cross_group_cascade"
     TRANSITION_NOT_ELEMENTWISE = "transition_not_elementwise"
     TAIL_NOT_ELEMENTWISE = "tail_not_elementwise"
     OUTPUT_BYPASSES_HIDDEN = "output_bypasses_hidden"

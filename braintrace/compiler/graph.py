@@ -26,6 +26,7 @@ from .perturbation import HiddenPerturbation, add_hidden_perturbation
 from .relations import HiddenParamOpRelation, find_hidden_param_op_relations
 from .snap_pattern import check_sparse_n
 from .scan_descent import DescendedRelation, apply_scan_descent
+from .cascade_plan import CascadePlan, plan_cascades
 from .untraced_paths import report_cross_group_coupling, report_plain_weight_use
 
 __all__ = ["ETraceGraph", "compile_etrace_graph"]
@@ -55,6 +56,9 @@ class ETraceGraph(NamedTuple):
         The perturbed step, or ``None`` when not requested.
     diagnostics : tuple of CompilationRecord
         Every decision of the compiler, in emission order.
+    cascades : tuple of CascadePlan
+        The cross-group couplings carried by cascade traces (compiled with
+        ``cascade_max_elements > 0``; see :mod:`braintrace.compiler.cascade_plan`).
 
     Examples
     --------
@@ -74,6 +78,7 @@ class ETraceGraph(NamedTuple):
     hidden_param_op_relations: Sequence[HiddenParamOpRelation]
     hidden_perturb: HiddenPerturbation | None
     diagnostics: tuple = ()
+    cascades: tuple[CascadePlan, ...] = ()
 
     def explain(self, *, weight_path: Path | None = None, hidden_path: Path | None = None,
                 kind: DiagnosticKind | str | None = None) -> tuple[CompilationRecord, ...]:
@@ -184,7 +189,7 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
                          include_hidden_perturb: bool = True, include_recurrent_mixing: bool = False,
                          sparse_n: int | None = None,
                          snap_max_jacobian_elements: int = DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS,
-                         control_flow=None) -> ETraceGraph:
+                         control_flow=None, cascade_max_elements: int = 0) -> ETraceGraph:
     """Compile one step of ``model`` into an :class:`ETraceGraph`.
 
     Traces ``model.update(*model_args)``, finds the hidden groups and the op-to-hidden
@@ -217,6 +222,11 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
         How control flow in the step is canonicalised (short scans unrolled, long scans
         holding ETP ops descended, conds if-converted, while loops checked); the default
         policy when None.
+    cascade_max_elements : int
+        Plan cascade traces (``graph.cascades``, ``cross_group_cascade`` records) for
+        downstream groups with at most this many elements per batch row; 0 (default) plans
+        none, so every such coupling is ``cross_group_coupling_dropped``. ``D_RTRL`` passes
+        its own ``cascade_max_elements`` (64 by default).
 
     Returns
     -------
@@ -252,7 +262,8 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
     records: list[CompilationRecord] = []
     with _guard_recursion():
         try:
-            graph = _run_passes(model, model_args, include_hidden_perturb, control_flow, records, scope)
+            graph = _run_passes(model, model_args, include_hidden_perturb, control_flow, records, scope,
+                                int(cascade_max_elements))
         except _errors.BraintraceError as error:
             # The error record (level ERROR) is published with the others but not warned.
             deliver_records(records if error.record is None else [*records, error.record], stacklevel=2)
@@ -262,7 +273,7 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
 
 
 def _run_passes(model, model_args, include_hidden_perturb, control_flow, records: list,
-                scope=(False, None, DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS)) -> ETraceGraph:
+                scope=(False, None, DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS), cascade_max_elements: int = 0) -> ETraceGraph:
     """The passes in order; each pass's records are appended to ``records`` as it returns."""
     # build_module_info restores every state it traced; the later passes only read jaxprs.
     minfo = _collect(build_module_info(model, *model_args, control_flow=control_flow), records)
@@ -284,7 +295,10 @@ def _run_passes(model, model_args, include_hidden_perturb, control_flow, records
     in_control_flow = _collect(report_control_flow(opaque_eqns, minfo.weight_path_to_invars), records)
     descended_weights = {p for r in descended_relations for p in r.trainable_paths.values()}
     records.extend(report_plain_weight_use(minfo, skip=set(in_control_flow) | descended_weights))
-    records.extend(report_cross_group_coupling(minfo, relations, hid_path_to_group))
+    cascades = (_collect(plan_cascades(minfo, relations, hid_path_to_group, cascade_max_elements), records)
+                if include_hidden_perturb else ())
+    covered = {(c.relation, c.upstream, c.downstream) for c in cascades}
+    records.extend(report_cross_group_coupling(minfo, relations, hid_path_to_group, covered))
     minfo = minfo.add_jaxpr_outs(_needed_temporaries(minfo, hidden_groups, relations))
     perturb = (_collect(add_hidden_perturbation(minfo, hidden_groups, relations), records)
                if include_hidden_perturb else None)
@@ -295,6 +309,7 @@ def _run_passes(model, model_args, include_hidden_perturb, control_flow, records
         hidden_param_op_relations=relations,
         hidden_perturb=perturb,
         diagnostics=tuple(records),
+        cascades=tuple(cascades),
     )
 
 

@@ -81,14 +81,16 @@ def _cross_record(rel, wpath, a, b) -> CompilationRecord:
         context={"group": a.index, "downstream_group": b.index})
 
 
-def report_cross_group_coupling(minfo: ModuleInfo, relations: Sequence,
-                                hid_path_to_group: Mapping) -> tuple[CompilationRecord, ...]:
+def report_cross_group_coupling(minfo: ModuleInfo, relations: Sequence, hid_path_to_group: Mapping,
+                                covered=frozenset()) -> tuple[CompilationRecord, ...]:
     """Records where a traced weight's group feeds another group that carries memory.
 
     A relation's trace follows its own groups' recurrence only. When such a group ``a``
     reaches the new value of another group ``b`` (a stacked layer, a leaky readout) and
     ``b``'s old value is read by the step (``b`` has memory), the weight's influence through
     ``b`` at later steps is dropped, whether the coupling is element-wise or dense.
+    ``covered`` holds the ``(relation index, a, b)`` triples a cascade trace carries
+    (:mod:`~braintrace.compiler.cascade_plan`); they are not reported.
     """
     groups = list({id(g): g for g in hid_path_to_group.values()}.values())
     if len(groups) < 2:
@@ -103,12 +105,14 @@ def report_cross_group_coupling(minfo: ModuleInfo, relations: Sequence,
     reaches = {g.index: forward_closure(list(g.hidden_invars) + list(g.hidden_outvars), eqns, crosses=crosses)
                for g in groups}
     records = []
-    for rel in relations:
+    for r, rel in enumerate(relations):
         own = {g.index for g in rel.hidden_groups}
         weight_paths = list(dict.fromkeys(rel.trainable_paths.values()))
         for a in rel.hidden_groups:
             for b in groups:
                 if b.index in own or not reads_old[b.index] or not set(b.hidden_outvars) & reaches[a.index]:
+                    continue
+                if (r, a.index, b.index) in covered:
                     continue
                 records.extend(_cross_record(rel, wpath, a, b) for wpath in weight_paths)
     return tuple(records)

@@ -5,6 +5,8 @@ The networks are the ones research code writes: ``AlignPostProj(comm=braintrace.
 ``brainstate.environ.context(dt=1 ms)``, read out by a ``braintrace.nn.LeakyRateReadout``.
 """
 
+import contextlib
+
 import brainpy.state
 import brainstate
 import braintools
@@ -101,15 +103,29 @@ def test_compiles_to_one_element_wise_group(neuron, num_state):
     assert [r.kind for r in graph.diagnostics if r.level is not braintrace.DiagnosticLevel.INFO] == []
 
 
-def test_leaky_readout_is_a_second_group_and_its_coupling_is_reported():
+@pytest.mark.parametrize("cascade_max_elements", [0, 64])
+def test_leaky_readout_is_a_second_group_and_its_coupling_is_carried_by_a_cascade(cascade_max_elements):
+    """With cascades (D-RTRL's default) an INFO ``cross_group_cascade``, without them the warning."""
     with brainstate.environ.context(dt=DT):
         model = SpikingLayer("alif", readout="leaky")
         brainstate.nn.init_all_states(model)
-        graph = braintrace.compile_etrace_graph(model, jnp.ones(N_IN))
+        expect = (pytest.warns(UserWarning, match="cross_group_coupling_dropped") if cascade_max_elements == 0
+                  else contextlib.nullcontext())
+        with expect:
+            graph = braintrace.compile_etrace_graph(model, jnp.ones(N_IN), cascade_max_elements=cascade_max_elements)
     groups = sorted(sorted(".".join(p) for p in g.hidden_paths) for g in graph.hidden_groups)
     assert groups == [["neu.V", "neu.a", "syn.syn.g"], ["out.r"]]
     warnings = [r.kind for r in graph.diagnostics if r.level is not braintrace.DiagnosticLevel.INFO]
-    assert warnings == [braintrace.DiagnosticKind.CROSS_GROUP_COUPLING_DROPPED]
+    if cascade_max_elements == 0:
+        assert warnings == [braintrace.DiagnosticKind.CROSS_GROUP_COUPLING_DROPPED]
+        assert graph.cascades == ()
+        return
+    assert warnings == []
+    (record,) = graph.explain(kind=braintrace.DiagnosticKind.CROSS_GROUP_CASCADE)
+    assert record.weight_path == ("syn", "comm", "weight")
+    (plan,) = graph.cascades
+    assert graph.hidden_groups[plan.downstream].hidden_paths == [("out", "r")]
+    assert plan.num_elements == N_OUT
 
 
 @pytest.mark.parametrize("neuron", ["lif", "alif"])
@@ -132,24 +148,38 @@ def test_d_rtrl_equals_bptt_with_units(neuron, batch, recurrent):
 
 
 @pytest.mark.parametrize("neuron", ["lif", "alif"])
-def test_d_rtrl_with_a_leaky_readout_is_close_and_the_readout_weight_exact(neuron):
-    """The dropped path (input weight -> V -> r -> later r) keeps the direction, not the scale.
+@pytest.mark.parametrize("batch", [None, 2])
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_d_rtrl_with_a_leaky_readout_equals_bptt_for_all_weights(neuron, batch, recurrent):
+    """The path input weight -> V -> r -> later r is carried by the cascade trace (``ε^{r<-W}``).
 
-    The readout integrates ``x @ W`` with gain ``1 / (1 - exp(-dt / tau)) = 5.5``; the input
-    weight's online gradient sees only the same-step part of it, so its norm is about 1/4 of
-    BPTT's (measured 0.22-0.24) at cosine > 0.98. The compiler warns about this
-    (``cross_group_coupling_dropped``).
+    Without it (``cascade_max_elements=0``) the input weight's norm was 0.22-0.24 of BPTT's:
+    the readout integrates ``x @ W`` with gain ``1 / (1 - exp(-dt / tau)) = 5.5``.
     """
     path = ("syn", "comm", "weight")
-    for seed in range(2):
-        with brainstate.environ.context(dt=DT):
-            _, expected, actual = _bptt_and_online(SpikingLayer(neuron, readout="leaky"), _inputs(None, seed), None)
-        e, a = _flat(expected), _flat(actual)
-        np.testing.assert_allclose(a[("out", "weight")], e[("out", "weight")], rtol=1e-4, atol=1e-5)
-        assert np.linalg.norm(e[path]) > 0.1
-        assert 0.98 < cosine(e[path], a[path]) < 1.0 - 1e-5
-        ratio = np.linalg.norm(a[path]) / np.linalg.norm(e[path])
-        assert 0.15 < ratio < 0.35, ratio
+    with brainstate.environ.context(dt=DT):
+        learner, expected, actual = _bptt_and_online(SpikingLayer(neuron, recurrent, readout="leaky"),
+                                                     _inputs(batch, 1), batch)
+    assert len(learner.graph.cascades) == 1 and learner.graph.cascades[0].batch_axis == (batch is not None)
+    assert set(actual) == {path, ("out", "weight")}
+    assert u.get_unit(actual[path]["weight"]) == u.mA
+    e, a = _flat(expected), _flat(actual)
+    assert np.linalg.norm(e[path]) > 0.1, "the network must spike (non-trivial input-weight gradient)"
+    for p in e:
+        np.testing.assert_allclose(a[p], e[p], rtol=1e-4, atol=1e-5 * np.abs(e[p]).max(), err_msg=str(p))
+
+
+def test_without_the_cascade_the_leaky_readout_drops_the_input_weight_scale():
+    """``cascade_max_elements=0`` (today's behaviour before cascades): direction kept, norm about 1/4."""
+    path = ("syn", "comm", "weight")
+    with brainstate.environ.context(dt=DT), pytest.warns(UserWarning, match="cross_group_coupling_dropped"):
+        _, expected, actual = _bptt_and_online(SpikingLayer("lif", readout="leaky"), _inputs(None, 0), None,
+                                               cascade_max_elements=0)
+    e, a = _flat(expected), _flat(actual)
+    np.testing.assert_allclose(a[("out", "weight")], e[("out", "weight")], rtol=1e-4, atol=1e-5)
+    assert 0.98 < cosine(e[path], a[path]) < 1.0 - 1e-5
+    ratio = np.linalg.norm(a[path]) / np.linalg.norm(e[path])
+    assert 0.15 < ratio < 0.35, ratio
 
 
 def test_es_d_rtrl_approximates_bptt_on_the_lif_layer():

@@ -63,14 +63,31 @@ def test_dense_stacked_layers_warn_for_the_lower_weight_only():
 
 
 def test_the_warning_is_truthful_lower_weight_approximate_upper_exact():
+    """Without cascade traces (``cascade_max_elements=0``) the lower weight's later influence is dropped."""
     model = Stacked()
     with pytest.warns(UserWarning, match="cross_group_coupling_dropped"):
-        learner = braintrace.compile(model, "d_rtrl", XS[0])
+        learner = braintrace.compile(model, "d_rtrl", XS[0], cascade_max_elements=0)
     expected = bptt(model, XS)
     grads = online(learner, XS)
     np.testing.assert_allclose(grads[("w2",)], expected[("w2",)], rtol=1e-4, atol=1e-6)
     relative = float(jnp.linalg.norm(grads[("w1",)] - expected[("w1",)]) / jnp.linalg.norm(expected[("w1",)]))
     assert relative > 0.05
+
+
+def test_d_rtrl_carries_the_coupling_with_a_cascade_trace_and_is_exact():
+    """The upper layer's recurrence is element-wise (``0.7 h2 + ...``): D-RTRL's default cascade makes ``w1`` exact."""
+    import warnings
+
+    model = Stacked()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no cross_group_coupling_dropped warning
+        learner = braintrace.compile(model, "d_rtrl", XS[0])
+    (record,) = learner.graph.explain(kind=K.CROSS_GROUP_CASCADE)
+    assert (record.level.value, record.weight_path, record.hidden_paths) == ("info", ("w1",), (("h1",), ("h2",)))
+    expected = bptt(model, XS)
+    grads = online(learner, XS)
+    for path in (("w1",), ("w2",)):
+        np.testing.assert_allclose(grads[path], expected[path], rtol=1e-4, atol=1e-6)
 
 
 def test_memoryless_upper_group_is_exact_and_silent():
