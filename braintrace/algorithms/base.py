@@ -31,6 +31,7 @@ from .. import _errors
 from ..compiler.diagnostics import format_path
 from ..compiler.graph import ETraceGraph, compile_etrace_graph
 from ..ops.primitive import etp_rule_of
+from ..ops.matmul import batch_sharded_traces
 from . import executor, input_checks, scan_descent, trace_storage, windows
 from .cascade import cascade_quantities
 from ._legacy_rule import legacy_rule_of
@@ -329,6 +330,12 @@ class ETraceAlgorithm(brainstate.nn.Module):
             return (main, new_traces), residual
 
         def bwd(residual, cotangents):
+            # Traced when the gradient is taken; a data-parallel learner keeps its trace
+            # contractions shard-local (see ops.matmul.batch_sharded_traces).
+            with batch_sharded_traces(self._placement is not None and self._placement.num_shards > 1):
+                return bwd_body(residual, cotangents)
+
+        def bwd_body(residual, cotangents):
             vjp_fn, new_traces, old_traces, q, params, temps, step, extra = residual
             d_main, _ = cotangents
             d_main = [jnp.zeros_like(t) if type(t).__name__ == "Zero" else t for t in d_main]

@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import _errors
 from ..compiler.module_info import evaluate_flat
+from ..ops.matmul import batch_sharded_traces
 from . import executor
 from .cascade import cascade_quantities
 from .input_checks import first_order_only
@@ -241,6 +242,12 @@ def build_window_step(learner):
         return (main, traces_exit), (vjp_fn, traces, params, others, first_args, step, synthetic, extra)
 
     def bwd(residual, cotangents):
+        # As in the single-step learner: shard-local trace contractions under data parallelism.
+        placement = learner._placement
+        with batch_sharded_traces(placement is not None and placement.num_shards > 1):
+            return bwd_body(residual, cotangents)
+
+    def bwd_body(residual, cotangents):
         vjp_fn, entry_traces, params, others, first_args, step, synthetic, extra = residual
         d_main, _ = cotangents
         d_main = jax.tree.map(lambda t: jnp.zeros_like(t) if type(t).__name__ == "Zero" else t, d_main)

@@ -8,6 +8,8 @@ the column ``W[:, o]`` that feeds it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Callable
 
 import jax
@@ -44,9 +46,27 @@ def _trace_increment(x, df, *, has_bias, weight_fn, bias_fn):
     return out
 
 
+# Whether the leading (batch) axes of the traces are sharded across devices: then the
+# per-position loop of `_contract_leading_by_scan` would gather the trace onto every device,
+# so the single einsum (a local reduction plus one all-reduce) is used instead.
+_BATCH_SHARDED = contextvars.ContextVar("braintrace_batch_sharded_traces", default=False)
+
+
+@contextlib.contextmanager
+def batch_sharded_traces(sharded: bool = True):
+    """While tracing inside this context, contract trace batch axes as sharded ones."""
+    token = _BATCH_SHARDED.set(bool(sharded))
+    try:
+        yield
+    finally:
+        _BATCH_SHARDED.reset(token)
+
+
 def _trace_contract(trace, signal, effective, *, has_bias, weight_fn, bias_fn):
     weight = trace["weight"]
-    if weight.ndim > 3:  # leading (batch) axes to sum over
+    if weight.ndim > 3 and _BATCH_SHARDED.get():
+        contracted = _contract_leading_by_einsum(weight, signal)
+    elif weight.ndim > 3:  # leading (batch) axes to sum over
         contracted = jax.lax.platform_dependent(weight, signal, cpu=_contract_leading_by_scan,
                                                 default=_contract_leading_by_einsum)
     else:

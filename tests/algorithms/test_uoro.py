@@ -162,7 +162,14 @@ def test_uoro_memory_is_flat_in_length():
 
     short, long = online_memory("uoro", 100), online_memory("uoro", 1000)
     assert long <= short * 1.05 + 4096, (short, long)
-    assert short < online_memory("d_rtrl", 100), "the rank-1 carrier is smaller than D-RTRL's traces"
+    # The rank-1 carrier (one param-shaped θ̃ per relation and one s̃ per group) is smaller than
+    # D-RTRL's B·I·O traces on the same model. (Compiled step memory is not compared: the D-RTRL
+    # solve's per-slice contraction keeps its transient small.)
+    def trace_bytes(algorithm):
+        learner = braintrace.compile(models.elman(16, 64, 4), algorithm, jnp.zeros((8, 16)), batch_size=8)
+        return sum(leaf.nbytes for leaf in jax.tree.leaves(learner.etrace.value))
+
+    assert trace_bytes("uoro") < trace_bytes("d_rtrl") / 4
 
 
 def test_vmapped_lanes_draw_their_own_projections():
