@@ -111,12 +111,16 @@ class ParamDimRule(TraceRule):
     def _cascades_on(self, ctx) -> bool:
         return bool(ctx.graph.cascades) and self.supports_cascade
 
+    def sensitivity(self, df, group):
+        """The ``∂h/∂y`` the trace increment uses (D-RTRL: as given; SnAp widens it)."""
+        return df
+
     def init(self, ctx, q) -> dict:
         traces = {}
         for r, rel, i, group in relation_groups(ctx):
             folded = folded_increment(q, r, i)
             traces[TraceKey(r, group.index)] = (
-                zero_param_trace(rel, q.x[r], q.df[r][i], q.effective[r]) if folded is None
+                zero_param_trace(rel, q.x[r], self.sensitivity(q.df[r][i], group), q.effective[r]) if folded is None
                 else {k: jnp.zeros(s.shape, s.dtype) for k, s in folded.items()})
         if self._cascades_on(ctx):
             traces.update(cascade.zero_cascade_traces(ctx, traces))
@@ -126,8 +130,9 @@ class ParamDimRule(TraceRule):
         new = {}
         for r, rel, i, group in relation_groups(ctx):
             key = TraceKey(r, group.index)
-            new[key] = roll_param_trace(rel, group, state[key], q.x[r], q.df[r][i], q.effective[r],
-                                        q.jacobians[group.index], increment=folded_increment(q, r, i))
+            new[key] = roll_param_trace(rel, group, state[key], q.x[r], self.sensitivity(q.df[r][i], group),
+                                        q.effective[r], q.jacobians[group.index],
+                                        increment=folded_increment(q, r, i))
         if self._cascades_on(ctx):
             new.update(cascade.roll_cascade_traces(ctx, state, new, q))
         return new

@@ -17,29 +17,21 @@ per group and step; the trace memory is that of D-RTRL, ``O(B·I·O·S)`` per de
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
-from ..ops.primitive import etp_rule_of
-from .d_rtrl import ParamDimVjpAlgorithm, roll_param_trace, zero_param_trace
+from .d_rtrl import ParamDimRule, ParamDimVjpAlgorithm
 from .options import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS
-from .trace_rule import TraceRule
 
 __all__ = ["CoupledBlockRule", "OSTLRecurrent"]
 
 
-def add_gradients(total: dict, contribution: dict) -> dict:
-    """Sum per-key gradients (tied weights and several groups add up)."""
-    for k, g in contribution.items():
-        total[k] = g if k not in total else total[k] + g
-    return total
-
-
 @dataclasses.dataclass(frozen=True)
-class CoupledBlockRule(TraceRule):
+class CoupledBlockRule(ParamDimRule):
     """The maths of D-RTRL traces under the coupled scope (pure methods, no state).
 
     The Jacobian handed over in ``q.jacobians`` is already the coupled block (the graph is
-    compiled with recurrent mixing), so the recursion is D-RTRL's. State keys are
-    ``(relation_index, group_index)``.
+    compiled with recurrent mixing), so the recursion, the state (``{TraceKey: trace}``) and
+    the contraction are D-RTRL's (:class:`~braintrace.algorithms.d_rtrl.ParamDimRule`).
 
     Examples
     --------
@@ -48,37 +40,9 @@ class CoupledBlockRule(TraceRule):
     True
     """
 
-    same_step_gradients = True
-
-    def init(self, ctx, q) -> dict:
-        return {
-            (r, group.index): zero_param_trace(rel, q.x[r], q.df[r][i], q.effective[r])
-            for r, rel in enumerate(ctx.graph.hidden_param_op_relations)
-            for i, group in enumerate(rel.hidden_groups)
-        }
-
-    def roll(self, ctx, state, q, step) -> dict:
-        new = {}
-        for r, rel in enumerate(ctx.graph.hidden_param_op_relations):
-            for i, group in enumerate(rel.hidden_groups):
-                key = (r, group.index)
-                new[key] = roll_param_trace(rel, group, state[key], q.x[r], q.df[r][i], q.effective[r],
-                                            q.jacobians[group.index])
-        return new
-
-    def solve(self, ctx, state, signals, q, step) -> list:
-        out = []
-        for r, rel in enumerate(ctx.graph.hidden_param_op_relations):
-            rule = etp_rule_of(rel.primitive)
-            grads: dict = {}
-            for group in rel.hidden_groups:
-                add_gradients(grads, rule.trace_contract(state[(r, group.index)], signals[group.index],
-                                                         q.effective[r], rel.eqn_params))
-            out.append(grads)
-        return out
-
-    def learning_signal(self, ctx, signals, extra) -> list:
-        return list(signals)
+    #: Descended scans and cascade traces assume the diagonal scope.
+    supports_scan_descent: ClassVar[bool] = False
+    supports_cascade: ClassVar[bool] = False
 
 
 class OSTLRecurrent(ParamDimVjpAlgorithm):

@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
-from ..ops.primitive import etp_rule_of
-from .d_rtrl import ParamDimVjpAlgorithm, roll_param_trace, zero_param_trace
+from .d_rtrl import ParamDimRule, ParamDimVjpAlgorithm, contract_param_traces
 from .options import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS
-from .ostl_recurrent import CoupledBlockRule, add_gradients
-from .trace_rule import TraceRule
+from .ostl_recurrent import CoupledBlockRule
 
 __all__ = ["SnApRule", "SnAp", "widen_sensitivity", "gather_signal"]
 
@@ -65,7 +64,7 @@ def gather_signal(signal, group):
 
 
 @dataclasses.dataclass(frozen=True)
-class SnApRule(TraceRule):
+class SnApRule(ParamDimRule):
     """The maths of SnAp-n traces (pure methods, no state); keys ``(relation, group)``.
 
     Parameters
@@ -85,41 +84,20 @@ class SnApRule(TraceRule):
     """
 
     n: int = 2
-    same_step_gradients = True
+    #: Descended scans and cascade traces assume the diagonal (unwidened) layout.
+    supports_scan_descent: ClassVar[bool] = False
+    supports_cascade: ClassVar[bool] = False
 
     def __post_init__(self):
         object.__setattr__(self, "n", _check_order(self.n))
 
-    def init(self, ctx, q) -> dict:
-        return {
-            (r, group.index): zero_param_trace(rel, q.x[r], widen_sensitivity(q.df[r][i], group), q.effective[r])
-            for r, rel in enumerate(ctx.graph.hidden_param_op_relations)
-            for i, group in enumerate(rel.hidden_groups)
-        }
-
-    def roll(self, ctx, state, q, step) -> dict:
-        new = {}
-        for r, rel in enumerate(ctx.graph.hidden_param_op_relations):
-            for i, group in enumerate(rel.hidden_groups):
-                key = (r, group.index)
-                new[key] = roll_param_trace(rel, group, state[key], q.x[r], widen_sensitivity(q.df[r][i], group),
-                                            q.effective[r], q.jacobians[group.index])
-        return new
+    def sensitivity(self, df, group):
+        return widen_sensitivity(df, group)
 
     def solve(self, ctx, state, signals, q, step) -> list:
-        out = []
-        for r, rel in enumerate(ctx.graph.hidden_param_op_relations):
-            rule = etp_rule_of(rel.primitive)
-            grads: dict = {}
-            for group in rel.hidden_groups:
-                signal = gather_signal(signals[group.index], group)
-                add_gradients(grads, rule.trace_contract(state[(r, group.index)], signal, q.effective[r],
-                                                         rel.eqn_params))
-            out.append(grads)
-        return out
-
-    def learning_signal(self, ctx, signals, extra) -> list:
-        return list(signals)
+        groups = ctx.graph.hidden_groups
+        gathered = [gather_signal(signal, group) for signal, group in zip(signals, groups, strict=True)]
+        return contract_param_traces(ctx, state, gathered, q)
 
 
 class SnAp(ParamDimVjpAlgorithm):
