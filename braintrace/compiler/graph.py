@@ -189,7 +189,8 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
                          include_hidden_perturb: bool = True, include_recurrent_mixing: bool = False,
                          sparse_n: int | None = None,
                          snap_max_jacobian_elements: int = DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS,
-                         control_flow=None, cascade_max_elements: int = 0) -> ETraceGraph:
+                         control_flow=None, include_output_bypass: bool = True,
+                         cascade_max_elements: int = 0) -> ETraceGraph:
     """Compile one step of ``model`` into an :class:`ETraceGraph`.
 
     Traces ``model.update(*model_args)``, finds the hidden groups and the op-to-hidden
@@ -222,6 +223,11 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
         How control flow in the step is canonicalised (short scans unrolled, long scans
         holding ETP ops descended, conds if-converted, while loops checked); the default
         policy when None.
+    include_output_bypass : bool
+        Find the same-step paths from parameters and old hidden values to the outputs that
+        avoid every new hidden value (``output_bypasses_hidden``; default True). With False
+        the perturbed step has no bypass paths: ``∂L_t/∂h_{t-1}`` along such paths (an
+        output read from the pre-update value) is not contracted with the previous traces.
     cascade_max_elements : int
         Plan cascade traces (``graph.cascades``, ``cross_group_cascade`` records) for
         downstream groups with at most this many elements per batch row; 0 (default) plans
@@ -258,12 +264,13 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
     1
     """
     check_sparse_n(sparse_n, include_recurrent_mixing)
-    scope = (bool(include_recurrent_mixing), sparse_n, snap_max_jacobian_elements)
+    options = _GraphOptions(bool(include_hidden_perturb), (bool(include_recurrent_mixing), sparse_n,
+                                                           snap_max_jacobian_elements),
+                            control_flow, bool(include_output_bypass), int(cascade_max_elements))
     records: list[CompilationRecord] = []
     with _guard_recursion():
         try:
-            graph = _run_passes(model, model_args, include_hidden_perturb, control_flow, records, scope,
-                                int(cascade_max_elements))
+            graph = _run_passes(model, model_args, options, records)
         except _errors.BraintraceError as error:
             # The error record (level ERROR) is published with the others but not warned.
             deliver_records(records if error.record is None else [*records, error.record], stacklevel=2)
@@ -272,11 +279,21 @@ def compile_etrace_graph(model: brainstate.nn.Module, *model_args: Any,
     return graph
 
 
-def _run_passes(model, model_args, include_hidden_perturb, control_flow, records: list,
-                scope=(False, None, DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS), cascade_max_elements: int = 0) -> ETraceGraph:
+class _GraphOptions(NamedTuple):
+    """The options of :func:`compile_etrace_graph`, as the passes read them."""
+
+    include_hidden_perturb: bool = True
+    scope: tuple = (False, None, DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS)  # (mixing, sparse_n, snap cap)
+    control_flow: Any = None
+    include_output_bypass: bool = True
+    cascade_max_elements: int = 0
+
+
+def _run_passes(model, model_args, options: _GraphOptions, records: list) -> ETraceGraph:
     """The passes in order; each pass's records are appended to ``records`` as it returns."""
+    scope, include_hidden_perturb = options.scope, options.include_hidden_perturb
     # build_module_info restores every state it traced; the later passes only read jaxprs.
-    minfo = _collect(build_module_info(model, *model_args, control_flow=control_flow), records)
+    minfo = _collect(build_module_info(model, *model_args, control_flow=options.control_flow), records)
     if not minfo.hidden_path_to_invar:
         raise _errors.CompilationError(
             f"`{type(model).__name__}` has no HiddenState used by its update step, so there is "
@@ -295,12 +312,13 @@ def _run_passes(model, model_args, include_hidden_perturb, control_flow, records
     in_control_flow = _collect(report_control_flow(opaque_eqns, minfo.weight_path_to_invars), records)
     descended_weights = {p for r in descended_relations for p in r.trainable_paths.values()}
     records.extend(report_plain_weight_use(minfo, skip=set(in_control_flow) | descended_weights))
-    cascades = (_collect(plan_cascades(minfo, relations, hid_path_to_group, cascade_max_elements), records)
+    cascades = (_collect(plan_cascades(minfo, relations, hid_path_to_group, options.cascade_max_elements), records)
                 if include_hidden_perturb else ())
     covered = {(c.relation, c.upstream, c.downstream) for c in cascades}
     records.extend(report_cross_group_coupling(minfo, relations, hid_path_to_group, covered))
     minfo = minfo.add_jaxpr_outs(_needed_temporaries(minfo, hidden_groups, relations))
-    perturb = (_collect(add_hidden_perturbation(minfo, hidden_groups, relations), records)
+    perturb = (_collect(add_hidden_perturbation(minfo, hidden_groups, relations,
+                                                include_output_bypass=options.include_output_bypass), records)
                if include_hidden_perturb else None)
     return ETraceGraph(
         module_info=minfo,

@@ -95,7 +95,8 @@ class HiddenPerturbation(NamedTuple):
 
 
 
-def add_hidden_perturbation_from_minfo(minfo: ModuleInfo, hidden_groups=None, relations=None) -> HiddenPerturbation:
+def add_hidden_perturbation_from_minfo(minfo: ModuleInfo, hidden_groups=None, relations=None, *,
+                                       include_output_bypass: bool = True) -> HiddenPerturbation:
     """Build the perturbed step of ``minfo`` (see the module docstring).
 
     Parameters
@@ -105,6 +106,9 @@ def add_hidden_perturbation_from_minfo(minfo: ModuleInfo, hidden_groups=None, re
     hidden_groups, relations : sequence, optional
         The groups and relations of the graph. Without them every new hidden value is cut
         completely (no same-step gradient through hidden values).
+    include_output_bypass : bool
+        Find the output-bypass paths (default True); with False ``bypass_param_paths`` and
+        ``bypass_hidden_paths`` are empty.
 
     Examples
     --------
@@ -117,7 +121,7 @@ def add_hidden_perturbation_from_minfo(minfo: ModuleInfo, hidden_groups=None, re
     >>> pert.perturb_hidden_paths
     [('h',)]
     """
-    result = add_hidden_perturbation(minfo, hidden_groups, relations)
+    result = add_hidden_perturbation(minfo, hidden_groups, relations, include_output_bypass=include_output_bypass)
     deliver_records(result.records, stacklevel=2)
     return result.value
 
@@ -153,7 +157,8 @@ def _splice(eqns, prefix_eqns, renamed, insert_after) -> list:
     return new_eqns
 
 
-def add_hidden_perturbation(minfo: ModuleInfo, hidden_groups=None, relations=None) -> PassResult[HiddenPerturbation]:
+def add_hidden_perturbation(minfo: ModuleInfo, hidden_groups=None, relations=None, *,
+                            include_output_bypass: bool = True) -> PassResult[HiddenPerturbation]:
     """:func:`add_hidden_perturbation_from_minfo` with its records, without warning."""
     jaxpr = minfo.closed_jaxpr
     eqns = list(jaxpr.eqns)
@@ -206,11 +211,11 @@ def add_hidden_perturbation(minfo: ModuleInfo, hidden_groups=None, relations=Non
     crosses = lambda e: e.primitive is not P.stop_gradient_p  # noqa: E731
     bypass_params = tuple(
         path for path, leaves in minfo.weight_path_to_invars.items()
-        if forward_closure(leaves, new_eqns, crosses=crosses) & readable
+        if include_output_bypass and forward_closure(leaves, new_eqns, crosses=crosses) & readable
     )
     bypass_hidden = tuple(
         path for path, v in minfo.hidden_path_to_invar.items()
-        if forward_closure([v], new_eqns, crosses=crosses) & readable
+        if include_output_bypass and forward_closure([v], new_eqns, crosses=crosses) & readable
     )
     records = []
     if bypass_params:

@@ -180,3 +180,18 @@ def test_cond_with_ops_is_if_converted():
         x = jnp.array([sign, -0.5, 0.3])
         zeros = [jnp.zeros(4)]
         np.testing.assert_allclose(graph.call_hidden_perturb((x,), zeros)[0], model(x), rtol=1e-6, atol=1e-6)
+
+
+def test_include_output_bypass_false_drops_the_bypass_paths():
+    """The readout's same-step path is a bypass by default and absent without the option."""
+    with_bypass = compiled(models.elman(), jnp.ones(3))
+    assert with_bypass.hidden_perturb.bypass_param_paths == (("out", "weight"),)
+    assert with_bypass.explain(kind=K.OUTPUT_BYPASSES_HIDDEN)
+    model = models.elman()
+    brainstate.nn.init_all_states(model)
+    without = braintrace.compile_etrace_graph(model, jnp.ones(3), include_output_bypass=False)
+    assert without.hidden_perturb.bypass_param_paths == ()
+    assert without.hidden_perturb.bypass_hidden_paths == ()
+    assert not without.explain(kind=K.OUTPUT_BYPASSES_HIDDEN)
+    # Everything else compiles the same.
+    assert relation_weights(without) == relation_weights(with_bypass)
