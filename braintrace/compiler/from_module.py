@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import inspect
 
-from .. import _errors
 from .hidden_groups import find_hidden_groups_from_minfo
 from .module_info import extract_module_info
-
 from .perturbation import add_hidden_perturbation_from_minfo
 from .relations import find_hidden_param_op_relations_from_minfo
-
-# The published default of the SnAp size cap (braintrace.algorithms.options has the same value).
-DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS = 16_777_216
+from .snap_pattern import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS
 
 __all__ = ["add_hidden_perturbation_in_module", "find_hidden_groups_from_module",
            "find_hidden_param_op_relations_from_module"]
@@ -29,28 +25,6 @@ def _module_info(model, args, kwargs):
         bound = inspect.signature(model.update).bind(*args, **kwargs)
         args = tuple(bound.args)
     return extract_module_info(model, *args)
-
-
-def _group_options(include_recurrent_mixing, sparse_n, snap_max_jacobian_elements) -> dict:
-    """The group options that differ from the defaults (a pass without them refuses them)."""
-    options = {}
-    if include_recurrent_mixing:
-        options["include_recurrent_mixing"] = True
-    if sparse_n is not None:
-        options["sparse_n"] = sparse_n
-    if snap_max_jacobian_elements != DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS:
-        options["snap_max_jacobian_elements"] = snap_max_jacobian_elements
-    return options
-
-
-def _groups(minfo, options):
-    try:
-        return find_hidden_groups_from_minfo(minfo, **options)
-    except TypeError:
-        if not options:
-            raise
-        raise _errors.NotSupportedError(f"the hidden-group pass of this version does not take {sorted(options)}; "
-                                        "use the defaults.") from None
 
 
 def find_hidden_groups_from_module(model, *model_args, include_recurrent_mixing: bool = False, sparse_n=None,
@@ -69,7 +43,8 @@ def find_hidden_groups_from_module(model, *model_args, include_recurrent_mixing:
     [[('c',), ('h',)]]
     """
     minfo = _module_info(model, model_args, model_kwargs)
-    return _groups(minfo, _group_options(include_recurrent_mixing, sparse_n, snap_max_jacobian_elements))
+    return find_hidden_groups_from_minfo(minfo, include_recurrent_mixing=include_recurrent_mixing, sparse_n=sparse_n,
+                                         snap_max_jacobian_elements=snap_max_jacobian_elements)
 
 
 def find_hidden_param_op_relations_from_module(model, *model_args, **model_kwargs):
@@ -86,7 +61,7 @@ def find_hidden_param_op_relations_from_module(model, *model_args, **model_kwarg
     True
     """
     minfo = _module_info(model, model_args, model_kwargs)
-    _, hid_path_to_group = _groups(minfo, {})
+    _, hid_path_to_group = find_hidden_groups_from_minfo(minfo)
     return find_hidden_param_op_relations_from_minfo(minfo, hid_path_to_group)
 
 
@@ -104,6 +79,6 @@ def add_hidden_perturbation_in_module(model, *model_args, **model_kwargs):
     1
     """
     minfo = _module_info(model, model_args, model_kwargs)
-    groups, hid_path_to_group = _groups(minfo, {})
+    groups, hid_path_to_group = find_hidden_groups_from_minfo(minfo)
     relations = find_hidden_param_op_relations_from_minfo(minfo, hid_path_to_group)
     return add_hidden_perturbation_from_minfo(minfo, groups, relations)
