@@ -23,9 +23,8 @@ Run ``python -m benchmarks.profile_step [--cell gru] [--hidden 256] [--length 20
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
-import statistics
-import time
 
 import brainstate
 import jax
@@ -34,20 +33,27 @@ import jax.numpy as jnp
 import braintrace
 
 try:
-    from ._common import Readout, loss_fn, machine, make_runner, table
+    from ._common import Readout, interleaved_medians, loss_fn, machine, make_runner, table
 except ImportError:  # run as a script
-    from _common import Readout, loss_fn, machine, make_runner, table
+    from _common import Readout, interleaved_medians, loss_fn, machine, make_runner, table
 
 ALGORITHMS = [("D-RTRL", braintrace.D_RTRL, {}), ("ES-D-RTRL", braintrace.ES_D_RTRL, {"decay_or_rank": 0.9})]
 
 
 def _zero_solve(cls):
-    """A learner class whose ``solve`` returns zero gradients (isolates the backward pass)."""
+    """A learner class whose rule's ``solve`` returns zero gradients (isolates the backward pass)."""
 
     class ZeroSolve(cls):
-        def solve(self, traces, signals, q, step):
-            real = super().solve(traces, signals, q, step)
-            return [{k: jnp.zeros_like(g) for k, g in grads.items()} for grads in real]
+        def _compile_rule(self, graph):
+            rule = super()._compile_rule(graph)
+
+            class ZeroSolveRule(type(rule)):
+                def solve(self, ctx, state, signals, q, step):
+                    real = super().solve(ctx, state, signals, q, step)
+                    return [{k: jnp.zeros_like(g) for k, g in grads.items()} for grads in real]
+
+            fields = {f.name: getattr(rule, f.name) for f in dataclasses.fields(rule)}
+            return dataclasses.dataclass(frozen=True)(ZeroSolveRule)(**fields)
 
     ZeroSolve.__name__ = f"ZeroSolve{cls.__name__}"
     return ZeroSolve
@@ -74,20 +80,6 @@ def step_profile(fn, x) -> dict:
     return {"eqns": count_eqns(jaxpr.jaxpr if hasattr(jaxpr, "jaxpr") else jaxpr),
             "flops": float(cost.get("flops", float("nan"))),
             "bytes": float(cost.get("bytes accessed", float("nan")))}
-
-
-def interleaved_medians(fns: dict, xs, repeats: int) -> dict:
-    """Median wall time of every ``fn(xs)``, timed round-robin so load drift hits all alike."""
-    for fn in fns.values():  # two warm-ups: the first call writes the states, which may retrace
-        jax.block_until_ready(fn(xs))
-        jax.block_until_ready(fn(xs))
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(xs))
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def build(cell, n_hidden, batch, n_in, n_out, cls=None, **options):

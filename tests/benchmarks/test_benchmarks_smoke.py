@@ -20,3 +20,32 @@ def test_speed_and_overhead_run():
     assert rows[0][:3] == ["elman", 8, 5]
     rows = coding_overhead.main(["--hidden", "8", "--batch", "2", "--length", "5", "--repeats", "1"])
     assert [r[0] for r in rows] == ["D-RTRL", "ES-D-RTRL"]
+
+
+def test_profile_step_zero_solve_learner_and_table(capsys):
+    """The zero-solve learner drops exactly the trace contraction; the profile prints its split."""
+    import brainstate
+    import jax.numpy as jnp
+    import numpy as np
+
+    import braintrace
+    from benchmarks import profile_step
+    from tests._support import models
+    from tests._support.oracle import online_grads
+
+    xs = jnp.linspace(-1.0, 1.0, 4 * 3).reshape(4, 3)
+    grads = {}
+    for cls in (braintrace.D_RTRL, profile_step._zero_solve(braintrace.D_RTRL)):
+        brainstate.random.seed(0)  # the same weights for both learners
+        model = models.LeakyRNN()
+        brainstate.nn.init_all_states(model)
+        learner = cls(model)
+        learner.compile_graph(xs[0])
+        grads[cls] = online_grads(learner, xs)
+    plain, zero = grads.values()
+    # The readout (a same-step bypass, no trace) is untouched; the traced input weight is zeroed.
+    np.testing.assert_array_equal(zero[("out", "weight")]["weight"], plain[("out", "weight")]["weight"])
+    assert np.abs(plain[("W", "weight")]["weight"]).max() > 1e-3
+    assert np.all(zero[("W", "weight")]["weight"] == 0)
+    profile_step.main(["--cell", "elman", "--hidden", "8", "--batch", "2", "--length", "5", "--repeats", "1"])
+    assert "trace roll" in capsys.readouterr().out
