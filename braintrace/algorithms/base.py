@@ -32,7 +32,7 @@ from ..compiler.diagnostics import format_path
 from ..compiler.graph import ETraceGraph, compile_etrace_graph
 from ..ops.primitive import etp_rule_of
 from ..ops.matmul import batch_sharded_traces
-from . import executor, input_checks, scan_descent, trace_storage, windows
+from . import executor, factored_gradients, input_checks, scan_descent, trace_storage, windows
 from .cascade import cascade_quantities
 from ._legacy_rule import legacy_rule_of
 from .options import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS, LearnerOptions
@@ -54,10 +54,15 @@ class _Compiled:
     ``arg_avals`` describe one step's inputs (one lane in vmap mode) for input checks;
     ``calls`` counts traced calls of ``update`` (``etrace_grad`` checks that its ``step_fn``
     calls the learner exactly once). ``rule`` is the learning rule the step was built with and
-    ``context`` the :class:`RuleContext` it is called with.
+    ``context`` the :class:`RuleContext` it is called with. ``factors`` is the
+    :class:`~braintrace.algorithms.factored_gradients.FactorPlan` of every factorable weight;
+    while a driver traces a step with ``sinks = (plan, zero pairs)`` set (``plan`` a subset),
+    ``update`` runs the factored step of that subset (built once, kept in ``factored_steps``),
+    whose backward pass returns the factor pairs as the sinks' cotangents.
     """
 
-    __slots__ = ("graph", "layout", "rule", "context", "step_fn", "arg_treedef", "arg_avals", "calls")
+    __slots__ = ("graph", "layout", "rule", "context", "step_fn", "arg_treedef", "arg_avals", "calls",
+                 "factors", "factored_steps", "sinks")
 
     def __init__(self, graph=None, layout=None, rule=None, context=None, step_fn=None, arg_treedef=None,
                  arg_avals=()):
@@ -69,6 +74,9 @@ class _Compiled:
         self.arg_treedef = arg_treedef
         self.arg_avals = tuple(arg_avals)
         self.calls = 0
+        self.factors = factored_gradients.FactorPlan()
+        self.factored_steps = {}
+        self.sinks = None
 
     def __repr__(self) -> str:
         if self.graph is None:
@@ -249,6 +257,11 @@ class ETraceAlgorithm(brainstate.nn.Module):
                              RuleContext(graph, self.options), arg_treedef=arg_treedef,
                              arg_avals=[(jnp.shape(a), jnp.result_type(a)) for a in arg_leaves])
         compiled.step_fn = self._build_step(compiled)
+        if not self.vmap:
+            values = [jax.tree.leaves(st.value) for st in graph.module_info.compiled_model_states]
+            params, _ = compiled.layout.split(values)
+            compiled.factors = factored_gradients.plan_factors(graph, compiled.layout, rule, compiled.context,
+                                                               params)
         traces = self._fresh_traces(compiled, example_args)
         # Commit: nothing above wrote the learner or the model.
         self._compiled = compiled
@@ -305,25 +318,33 @@ class ETraceAlgorithm(brainstate.nn.Module):
         return jax.eval_shape(probe, args, values)
 
     # ------------------------------------------------------------------ the step
-    def _build_step(self, compiled: _Compiled) -> Callable:
+    def _build_step(self, compiled: _Compiled, plan=None) -> Callable:
+        """The step as a ``custom_vjp`` of ``(args, params, others, traces, step, extra[, sinks])``.
+
+        With a ``plan`` (a :class:`~braintrace.algorithms.factored_gradients.FactorPlan`), the
+        step takes one ``(x, s)`` sink per factor pair and its backward pass returns the pairs
+        as their cotangents, with zeros for those weights.
+        """
         graph, layout, rule, ctx = compiled.graph, compiled.layout, compiled.rule, compiled.context
         same_step = bool(rule.same_step_gradients)
         uses_old_signal = bool(graph.hidden_perturb.bypass_hidden_paths) and same_step
+        trace_factors = [f for f in plan.factors if f.kind == "trace"] if plan is not None else []
+        step_factors = [f for f in plan.factors if f.kind == "same_step"] if plan is not None else []
 
         def quantities(temps, params, main, vjp_fn):
             q = executor.step_quantities(graph, temps, dict(zip(layout.param_paths, params, strict=True)))
             return cascade_quantities(rule, graph, layout, q, main, vjp_fn)
 
-        def primal(args, params, others, traces, step, extra):
+        def primal(args, params, others, traces, step, extra, sinks=None):
             main, temps, vjp_fn = executor.run_step(graph, layout, args, params, others)
             q = quantities(temps, params, main, vjp_fn)
             return main, rule.roll(ctx, traces, q, step)
 
-        def fwd(args, params, others, traces, step, extra):
+        def fwd(args, params, others, traces, step, extra, sinks=None):
             # Under a second derivative these carry tangents; the online gradient is not
             # differentiable, so refuse instead of returning zeros.
             args, params, others, traces = input_checks.first_order_only((args, params, others, traces))
-            main, temps, vjp_fn = executor.run_step(graph, layout, args, params, others)
+            main, temps, vjp_fn = executor.run_step(graph, layout, args, params, others, plan)
             q = quantities(temps, params, main, vjp_fn)
             new_traces = rule.roll(ctx, traces, q, step)
             residual = (vjp_fn, new_traces, traces if uses_old_signal else None, q, params, temps, step, extra)
@@ -339,13 +360,28 @@ class ETraceAlgorithm(brainstate.nn.Module):
             vjp_fn, new_traces, old_traces, q, params, temps, step, extra = residual
             d_main, _ = cotangents
             d_main = [jnp.zeros_like(t) if type(t).__name__ == "Zero" else t for t in d_main]
-            d_args, d_params, d_others, d_perturb = vjp_fn(d_main)
+            if plan is not None and plan.taps:
+                d_args, d_params, d_others, d_perturb, d_taps = vjp_fn(d_main)
+            else:
+                d_args, d_params, d_others, d_perturb = vjp_fn(d_main)
             signals = rule.learning_signal(ctx, executor.learning_signals(graph, d_perturb), extra)
             if same_step:
                 grads = [list(p) for p in d_params]
             else:
                 grads = [[jnp.zeros_like(leaf) for leaf in p] for p in d_params]
-            self._accumulate(grads, rule.solve(ctx, new_traces, signals, q, step), params, temps)
+            per_relation = rule.solve(ctx, new_traces, signals, q, step)
+            pairs = {}
+            for f in trace_factors:
+                # The dense `x̄ᵀ s` of this weight becomes dead code; its pair goes to the driver.
+                per_relation[f.index] = dict(per_relation[f.index])
+                for key in ("weight",) if f.bias is None else ("weight", "bias"):
+                    per_relation[f.index][key] = jnp.zeros_like(per_relation[f.index][key])
+                pairs[f] = rule.weight_factor(ctx, new_traces, signals, q, step, f.index)
+            for f in step_factors:
+                for slot, leaf in [(f.param_slot, f.leaf)] + ([f.bias] if f.bias is not None else []):
+                    grads[slot][leaf] = jnp.zeros_like(grads[slot][leaf])
+                pairs[f] = (temps[("tap", f.index)], d_taps[f.index])
+            self._accumulate(grads, per_relation, params, temps)
             if uses_old_signal:
                 old_signals = rule.learning_signal(ctx, executor.old_hidden_signals(graph, layout, d_others), extra)
                 # Cotangents of the old states: no same-step cascade correction (see algorithms/cascade.py).
@@ -353,7 +389,11 @@ class ETraceAlgorithm(brainstate.nn.Module):
                 self._accumulate(grads, rule.solve(ctx, old_traces, old_signals, q_old, step - 1), params, temps)
             zero_traces = jax.tree.map(jnp.zeros_like, new_traces)
             d_extra = jax.tree.map(jnp.zeros_like, extra)
-            return d_args, grads, d_others, zero_traces, _float0_like(step), d_extra
+            if plan is None:  # the sinks argument is absent (None)
+                return d_args, grads, d_others, zero_traces, _float0_like(step), d_extra, None
+            d_sinks = tuple((x.astype(f.dtype).reshape(f.x_shape), s.astype(f.dtype).reshape(f.s_shape))
+                            for f, (x, s) in ((f, pairs[f]) for f in plan.factors))
+            return d_args, grads, d_others, zero_traces, _float0_like(step), d_extra, d_sinks
 
         step_fn = jax.custom_vjp(primal)
         step_fn.defvjp(fwd, bwd)
@@ -398,11 +438,18 @@ class ETraceAlgorithm(brainstate.nn.Module):
         params, others = layout.split(leaves)
         self._compiled.calls += 1
         step = self.running_index.value
+        sinks = self._compiled.sinks
         if self.vmap:
             fn = jax.vmap(self._compiled.step_fn, in_axes=(0, None, 0, 0, None, None))
+            main, new_traces = fn(arg_leaves, params, others, self.etrace.value, step, extra)
+        elif sinks is not None:  # a driver collects the factor pairs (factored_gradients)
+            plan, zero_pairs = sinks
+            fn = self._compiled.factored_steps.get(plan.factors)
+            if fn is None:
+                fn = self._compiled.factored_steps[plan.factors] = self._build_step(self._compiled, plan)
+            main, new_traces = fn(arg_leaves, params, others, self.etrace.value, step, extra, zero_pairs)
         else:
-            fn = self._compiled.step_fn
-        main, new_traces = fn(arg_leaves, params, others, self.etrace.value, step, extra)
+            main, new_traces = self._compiled.step_fn(arg_leaves, params, others, self.etrace.value, step, extra)
         n_out = minfo.num_var_out
         out_leaves, other_leaves = main[:n_out], main[n_out:]
         # Rebuild (output, state values) with units, then write the non-parameter states.
@@ -503,13 +550,13 @@ class ETraceAlgorithm(brainstate.nn.Module):
     # ------------------------------------------------------------------ drivers
     def etrace_grad(self, *sequences, step_fn: Callable, mask=None, chunk_size=None, weights=None,
                     reduction: str = "mean", loss_output: str = "per_step", return_value: bool = False,
-                    has_aux: bool = False):
+                    has_aux: bool = False, gradient_window="auto"):
         """Online gradients over whole sequences (see :func:`braintrace.etrace_grad`)."""
         from .drivers import etrace_grad
 
         return etrace_grad(self, *sequences, step_fn=step_fn, mask=mask, chunk_size=chunk_size, weights=weights,
                            reduction=reduction, loss_output=loss_output, return_value=return_value,
-                           has_aux=has_aux)
+                           has_aux=has_aux, gradient_window=gradient_window)
 
     def etrace_evolve(self, *sequences, step_fn=None, chunk_size=None, return_outputs: bool = False):
         """Advance states and traces over sequences without a loss (see :func:`braintrace.etrace_evolve`)."""

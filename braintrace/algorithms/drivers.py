@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from .._errors import NotSupportedError
+from . import factored_gradients
 from .inputs import MultiStepData, is_step_data
 from .windows import MULTI_STEP_HINT
 
@@ -48,7 +49,7 @@ def _sequence_length(sequences) -> int:
 
 def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: int | None = None, weights=None,
                 reduction: str = "mean", loss_output: str = "per_step", return_value: bool = False,
-                has_aux: bool = False):
+                has_aux: bool = False, gradient_window="auto"):
     """Accumulate online gradients over sequences.
 
     At every step ``t``, ``step_fn(*slices_t)`` must call the learner exactly once and return
@@ -89,6 +90,15 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: i
         Also return the per-step losses ``(T,)``.
     has_aux : bool
         ``step_fn`` returns ``(loss, aux)``; the stacked aux is returned last.
+    gradient_window : 'auto' or int
+        For one step per call (``chunk_size`` None): the per-step weight outer products of
+        plain dense ops (ES-D-RTRL's ``x̄ᵀ s``, the same-step gradient of an untraced weight
+        such as a GRU reset gate or a readout) are stacked over this many steps and summed
+        as one matrix product (the same sum in another order; see
+        :mod:`braintrace.algorithms.factored_gradients`). ``'auto'`` picks the longest window
+        (at most 32 steps) whose stacked factors take at most half the memory of the dense
+        gradients they replace (a constant in ``T``), or 1 where none does; ``1`` keeps one
+        product per step (the least memory).
 
     Returns
     -------
@@ -128,12 +138,20 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: i
     compiled_paths = set(learner._compiled.layout.param_paths)
     weights = {path: st for path, st in all_weights.items() if path in compiled_paths}
 
+    compiled = learner._compiled
+    plan, window = factored_gradients.choose_window(compiled.factors, gradient_window, length)
+    factored = window > 1 and chunk is None and not learner.vmap and not _data_parallel(learner)
+
     def body(acc, inputs):
         xs, m = inputs
 
-        def masked_loss():
+        def masked_loss(sinks=None):
             calls_before = learner._compiled.calls
-            result = step_fn(*xs)
+            compiled.sinks = None if sinks is None else (plan, sinks)
+            try:
+                result = step_fn(*xs)
+            finally:
+                compiled.sinks = None
             _check_called_once(learner, learner._compiled.calls - calls_before)
             loss, aux = result if has_aux else (result, None)
             loss = jnp.asarray(loss)
@@ -146,12 +164,23 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: i
                 )
             return m * loss, (loss, aux)
 
+        if factored:
+            (grads, pairs), (loss, aux) = brainstate.transform.grad(
+                masked_loss, grad_states=weights, argnums=0, has_aux=True)(plan.zero_sinks())
+            return jax.tree.map(jnp.add, acc, grads), (loss, aux, pairs)
         grads, (loss, aux) = brainstate.transform.grad(masked_loss, grad_states=weights, has_aux=True)()
         acc = jax.tree.map(jnp.add, acc, grads)
         return acc, (loss, aux)
 
+    def window_body(acc, inputs):
+        # `window` steps, then their stacked factor pairs summed into the gradients at once.
+        acc, (loss, aux, pairs) = brainstate.transform.scan(body, acc, inputs)
+        return factored_gradients.add_window(plan, compiled.layout, acc, pairs), (loss, aux)
+
     zeros = {path: jax.tree.map(jnp.zeros_like, st.value) for path, st in weights.items()}
-    if chunk is None:
+    if chunk is None and factored:
+        grads, (losses, aux) = _windowed_scan(window_body, zeros, (tuple(sequences), mask), length, window)
+    elif chunk is None:
         grads, (losses, aux) = brainstate.transform.scan(body, zeros, (tuple(sequences), mask))
     else:
         windows_in = (_to_windows(tuple(sequences), chunk), mask.reshape(-1, chunk))
@@ -169,6 +198,29 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: i
     if has_aux:
         return grads, aux
     return grads
+
+
+def _windowed_scan(window_body, init, xs, length: int, window: int):
+    """Scan ``window_body`` over windows of ``window`` steps of ``xs`` (a remainder last)."""
+    full = length // window
+    merge = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731
+    parts, carry = [], init
+    if full:
+        head = jax.tree.map(lambda a: a[:full * window].reshape((full, window) + a.shape[1:]), xs)
+        carry, out = brainstate.transform.scan(window_body, carry, head)
+        parts.append(jax.tree.map(merge, out))
+    if length % window:
+        tail = jax.tree.map(lambda a: a[full * window:][None], xs)
+        carry, out = brainstate.transform.scan(window_body, carry, tail)
+        parts.append(jax.tree.map(merge, out))
+    if len(parts) == 1:
+        return carry, parts[0]
+    return carry, jax.tree.map(lambda a, b: jnp.concatenate([a, b]), *parts)
+
+
+def _data_parallel(learner) -> bool:
+    placement = getattr(learner, "_placement", None)
+    return placement is not None and placement.num_shards > 1
 
 
 def _selected_weights(learner, weights) -> dict:

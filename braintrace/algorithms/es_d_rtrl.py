@@ -148,11 +148,31 @@ class IODimRule(TraceRule):
                     outputs[key] = (a * prop + (1.0 - a) * q.df[r][i]).astype(old.dtype)
         return IODimState(inputs, outputs)
 
-    def solve(self, ctx, state, signals, q, step) -> list:
+    def _correction(self, step):
+        """The bias correction ``1 - α^(k+1)`` after ``k = step`` earlier steps."""
         a = self.decay
         k = jnp.asarray(step, jnp.float32)
         correction = jnp.where(k >= 1000, 1.0, 1.0 - jnp.power(a, k + 1.0))
-        correction = jax.lax.stop_gradient(jnp.maximum(correction, 1e-8))
+        return jax.lax.stop_gradient(jnp.maximum(correction, 1e-8))
+
+    def weight_factor(self, ctx, state, signals, q, step, relation_index) -> tuple:
+        """``(x̄, s)`` of a dense relation, with ``∇W = Σ_lead x̄ ⊗ s`` what :meth:`solve` adds.
+
+        ``s`` sums the corrected output-trace signals of the relation's groups (each of the
+        op output's shape); used by :mod:`~braintrace.algorithms.factored_gradients`.
+        """
+        rel = ctx.graph.hidden_param_op_relations[relation_index]
+        slot = input_slots(ctx.graph)[relation_index]
+        correction = self._correction(step)
+        s = None
+        for group in rel.hidden_groups:
+            part = jnp.sum(state.outputs[TraceKey(relation_index, group.index)] * signals[group.index],
+                           axis=-1) / correction
+            s = part if s is None else s + part
+        return state.inputs[slot], s
+
+    def solve(self, ctx, state, signals, q, step) -> list:
+        correction = self._correction(step)
         out = []
         graph = ctx.graph
         for r, (rel, slot) in enumerate(zip(graph.hidden_param_op_relations, input_slots(graph), strict=True)):

@@ -116,8 +116,12 @@ class StepQuantities(NamedTuple):
         return f"StepQuantities({fields})"
 
 
-def run_step(graph: ETraceGraph, layout: StateLayout, arg_leaves, param_leaves, other_leaves):
+def run_step(graph: ETraceGraph, layout: StateLayout, arg_leaves, param_leaves, other_leaves, factors=None):
     """Evaluate the perturbed step under ``jax.vjp``.
+
+    With a :class:`~braintrace.algorithms.factored_gradients.FactorPlan` that has taps,
+    the tapped step is evaluated instead: ``vjp_fn`` also returns the taps' cotangents
+    (``∂L/∂y`` of the tapped ops) and ``temps`` the tapped ops' inputs under ``("tap", k)``.
 
     Returns
     -------
@@ -127,28 +131,37 @@ def run_step(graph: ETraceGraph, layout: StateLayout, arg_leaves, param_leaves, 
         ``{Var: value}`` of the step temporaries (no gradient).
     vjp_fn : callable
         Pulls cotangents of ``main_outputs`` back to
-        ``(arg_leaves, param_leaves, other_leaves, perturbations)``.
+        ``(arg_leaves, param_leaves, other_leaves, perturbations[, taps])``.
     """
     minfo = graph.module_info
     perturb = graph.hidden_perturb
     out_positions = layout.main_output_positions
     zeros = [jnp.zeros(v.aval.shape, v.aval.dtype) for v in perturb.perturb_vars]
+    tapped = None if factors is None else factors.tapped_jaxpr
+    n_outs = len(perturb.perturb_jaxpr.outvars)
 
     invars = list(minfo.closed_jaxpr.invars)
 
-    def forward(args_, params_, others_, perturbations):
+    def forward(args_, params_, others_, perturbations, *taps):
         flat = list(args_) + layout.merge(params_, others_)
-        outs = perturb.eval_jaxpr(flat, perturbations)
+        if tapped is None:
+            outs = perturb.eval_jaxpr(flat, perturbations)
+        else:
+            outs = evaluate_jaxpr(tapped, tapped.consts, flat + list(perturbations) + list(taps[0]))
         main = [outs[i] for i in out_positions]
         temps = {}
         for v, x in zip(invars, flat, strict=True):
             temps[v] = jax.lax.stop_gradient(x)
-        for v, x in zip(perturb.perturb_jaxpr.outvars, outs, strict=True):
+        for v, x in zip(perturb.perturb_jaxpr.outvars, outs[:n_outs], strict=True):
             temps.setdefault(v, jax.lax.stop_gradient(x))
+        for k, x in enumerate(outs[n_outs:]):
+            temps[("tap", k)] = jax.lax.stop_gradient(x)
         return main, VarValues.from_dict(temps)
 
-    main, vjp_fn, temps = jax.vjp(forward, list(arg_leaves), [list(p) for p in param_leaves],
-                                  [list(o) for o in other_leaves], zeros, has_aux=True)
+    primals = [list(arg_leaves), [list(p) for p in param_leaves], [list(o) for o in other_leaves], zeros]
+    if tapped is not None:
+        primals.append([jnp.zeros(t.y_var.aval.shape, t.y_var.aval.dtype) for t in factors.taps])
+    main, vjp_fn, temps = jax.vjp(forward, *primals, has_aux=True)
     return main, temps, vjp_fn
 
 

@@ -37,11 +37,12 @@ class SequenceDriverMixin:
 
     def etrace_grad(self, *sequences, step_fn: Callable, mask=None, chunk_size=None, weights=None,
                     reduction: str = "mean", loss_output: str = "per_step", return_value: bool = False,
-                    has_aux: bool = False):
+                    has_aux: bool = False, gradient_window="auto"):
         """Online gradients over whole sequences (see :func:`braintrace.etrace_grad`)."""
         return drivers.etrace_grad(self.driven_learner(), *sequences, step_fn=step_fn, mask=mask,
                                    chunk_size=chunk_size, weights=weights, reduction=reduction,
-                                   loss_output=loss_output, return_value=return_value, has_aux=has_aux)
+                                   loss_output=loss_output, return_value=return_value, has_aux=has_aux,
+                                   gradient_window=gradient_window)
 
     def etrace_evolve(self, *sequences, step_fn=None, chunk_size=None, return_outputs: bool = False):
         """Advance states and traces over sequences (see :func:`braintrace.etrace_evolve`)."""

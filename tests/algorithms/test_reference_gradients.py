@@ -1,11 +1,15 @@
-"""The online gradients are bit-identical to the ones stored before the learning-rule contract.
+"""The online gradients equal the ones stored before the learning-rule contract (to round-off).
 
 ``data/reference_gradients.npz`` was written by ``_make_reference_gradients.py`` on the code
 before the trace rules moved onto :class:`braintrace.algorithms.trace_rule.TraceRule`
 (issue 9, commit 0335519); all 24 cases matched bit for bit after that refactor. It was
 regenerated once on purpose after the issue-14 D-RTRL solve (a per-slice contraction that sums
 in another order: two cases, ``d_rtrl/gru_b2`` and ``d_rtrl/group``, moved by about 5e-7).
-A refactor of the rules, the learner or the executor must not change one bit.
+On the machine and package versions that wrote it, a refactor of the rules, the learner or
+the executor changed no bit. A fresh install (newer brainstate/XLA patch releases on the same
+CPU, 2026-12-03) moves six default cases by 1e-7 to 2.5e-7 in float32 with the code unchanged,
+so the comparison allows float32 round-off (rtol 1e-5, atol 1e-6 of the array's scale): still
+far below any change of a factor, an offset or a dropped term.
 One case per rule runs by default; the others are marked slow.
 """
 
@@ -28,13 +32,14 @@ def _stored(name):
 
 @pytest.mark.filterwarnings(r"ignore:\[warning\]")
 @pytest.mark.parametrize("name", [n if n in DEFAULT else pytest.param(n, marks=pytest.mark.slow) for n in CASES])
-def test_gradients_are_bit_identical(name):
+def test_gradients_equal_the_stored_ones(name):
     expected = _stored(name)
     actual = run_case(name)
     assert expected, f"no stored arrays for case {name}"
     assert sorted(actual) == sorted(expected)
     for key, value in expected.items():
         assert actual[key].dtype == value.dtype, key
-        assert np.array_equal(actual[key], value), f"{name}: {key} differs (max |Δ| "\
-            f"{np.max(np.abs(actual[key] - value))})"
+        scale = max(1.0, float(np.max(np.abs(value)))) if value.size else 1.0
+        np.testing.assert_allclose(actual[key], value, rtol=1e-5, atol=1e-6 * scale,
+                                   err_msg=f"{name}: {key} differs")
     assert any(np.abs(v).max() > 1e-4 for k, v in expected.items() if k.startswith("grad")), "live gradients"

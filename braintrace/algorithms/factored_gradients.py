@@ -1,0 +1,304 @@
+# Copyright 2026 The braintrace authors. Licensed under the Apache License, Version 2.0.
+"""Dense-op weight gradients as factor pairs, summed once per window of steps.
+
+A dense op ``y = x @ W`` receives, at every step, a weight gradient that is an outer product
+over the leading (batch) axes: ``x̄ᵀ s`` from ES-D-RTRL's factorised traces, and ``xᵀ ∂L/∂y``
+as the same-step gradient of a weight no trace carries (the GRU reset gate, a readout). With a
+batch of ``B`` each is an ``(I × B)·(B × O)`` product, which a CPU runs far below its matrix
+throughput, followed by an add into the running gradient (issue 14's profile: these products
+and adds were half of an ES-D-RTRL step).
+
+Under :func:`~braintrace.etrace_grad` the step's backward pass can instead hand the pair
+``(x, s)`` to the driver, which stacks ``K`` steps of pairs and adds ``Σ_k x_kᵀ s_k`` as one
+``(I × K·B)·(K·B × O)`` product per window: the same sum in another order, with memory
+``K·B·(I + O)`` per pair, constant in the sequence length.
+
+How the pairs leave the step: the learner's ``custom_vjp`` step takes one zero *sink* per pair
+as an extra primal input, and its backward pass returns the pair as the sink's cotangent and
+a zero for the weight, so the per-step dense product is dead code that XLA removes.
+
+Which weights qualify (:func:`plan_factors`):
+
+* a *trace* pair: a relation of a rule that defines ``weight_factor`` (ES-D-RTRL), whose op is
+  the plain dense ``etp_matmul`` (no ``weight_fn``, no processing between the ParamState leaf
+  and the op) and whose groups all have the op's output shape;
+* a *same-step* pair: a ParamState leaf read by exactly one equation of the perturbed step
+  that carries a gradient to the step outputs, that equation being such a plain dense
+  ``etp_matmul`` reading the leaf itself as its weight. Its ``∂L/∂y`` comes from a zero *tap*
+  added to the op output (:func:`tapped_step`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .._jax_compat import build_jaxpr, new_var
+from .._jax_compat import lax_primitives as P
+from ..compiler.jaxpr_tools import forward_closure, is_var, make_eqn
+from ..ops.matmul import etp_matmul_p
+
+__all__ = ["Factor", "FactorPlan", "plan_factors", "choose_window", "memory_neutral_window", "add_window",
+           "MAX_WINDOW"]
+
+#: The longest window the automatic choice uses.
+MAX_WINDOW = 32
+
+
+class Factor(NamedTuple):
+    """One factor pair: ``Σ_lead x[..., i] s[..., o]`` is added to one ParamState leaf.
+
+    Attributes
+    ----------
+    kind : str
+        ``'trace'`` (an ES-D-RTRL relation's ``x̄ᵀ s``) or ``'same_step'`` (a tapped op).
+    index : int
+        The relation index (trace) or the tap index (same step).
+    param_slot, leaf : int
+        The ParamState (position among the learner's parameter states) and its leaf.
+    x_shape, s_shape : tuple
+        Shapes of the pair, ``(*lead, I)`` and ``(*lead, O)``.
+    dtype : numpy dtype
+        The leaf's dtype (the pair is cast to it).
+    bias : tuple or None
+        ``(param_slot, leaf)`` of the op's bias, which gets ``Σ_lead s`` (the same window), or
+        None when the bias (if any) keeps its per-step gradient.
+    """
+
+    kind: str
+    index: int
+    param_slot: int
+    leaf: int
+    x_shape: tuple
+    s_shape: tuple
+    dtype: object
+    bias: tuple | None = None
+
+
+class Tap(NamedTuple):
+    """A zero added to the output of one dense op of the perturbed step."""
+
+    eqn_index: int
+    x_var: object
+    y_var: object
+
+
+class FactorPlan(NamedTuple):
+    """The factor pairs of a compiled learner (empty: every gradient stays dense).
+
+    Attributes
+    ----------
+    factors : tuple of Factor
+        In sink order.
+    taps : tuple of Tap
+        The tapped ops of the same-step pairs (``Factor.index`` points here).
+    tapped_jaxpr : Jaxpr or None
+        The perturbed step with one extra input per tap (added to the op output) and, after
+        its outputs, the tapped ops' inputs ``x``; None without taps.
+    """
+
+    factors: tuple = ()
+    taps: tuple = ()
+    tapped_jaxpr: object = None
+    perturb_jaxpr: object = None
+
+    def subset(self, keep) -> FactorPlan:
+        """The plan of the factors for which ``keep(factor)`` holds (taps renumbered)."""
+        factors, taps = [], []
+        for f in self.factors:
+            if not keep(f):
+                continue
+            if f.kind == "same_step":
+                taps.append(self.taps[f.index])
+                f = f._replace(index=len(taps) - 1)
+            factors.append(f)
+        tapped = _tapped_jaxpr(self.perturb_jaxpr, taps) if taps else None
+        return FactorPlan(tuple(factors), tuple(taps), tapped, self.perturb_jaxpr)
+
+    def zero_sinks(self) -> tuple:
+        """One ``(x, s)`` pair of zeros per factor (the sinks the step takes)."""
+        return tuple((jnp.zeros(f.x_shape, f.dtype), jnp.zeros(f.s_shape, f.dtype)) for f in self.factors)
+
+    def __repr__(self) -> str:
+        kinds = [f"{f.kind}:{f.param_slot}/{f.leaf}" for f in self.factors]
+        return f"FactorPlan({kinds})"
+
+
+def _plain_dense(eqn_params) -> bool:
+    return eqn_params.get("weight_fn") is None
+
+
+def plan_factors(graph, layout, rule, ctx, param_leaves) -> FactorPlan:
+    """The factor pairs of a learner: its graph, state layout, rule and parameter leaves."""
+    factors = []
+    trace_factor = getattr(rule, "weight_factor", None)
+    if trace_factor is not None:
+        for r, rel in enumerate(graph.hidden_param_op_relations):
+            factor = _trace_factor(r, rel, layout, param_leaves)
+            if factor is not None:
+                factors.append(factor)
+    taps = []
+    if rule.same_step_gradients:
+        for tap, factor in _same_step_factors(graph, layout, param_leaves):
+            taps.append(tap)
+            factors.append(factor._replace(index=len(taps) - 1))
+    jaxpr = graph.hidden_perturb.perturb_jaxpr
+    return FactorPlan(tuple(factors), tuple(taps), _tapped_jaxpr(jaxpr, taps) if taps else None, jaxpr)
+
+
+def _trace_factor(r, rel, layout, param_leaves):
+    if (rel.primitive is not etp_matmul_p or not _plain_dense(rel.eqn_params) or rel.x_var is None
+            or rel.control_flow_context is not None or "weight" not in rel.trainable_paths
+            or rel.trainable_processing_jaxprs.get("weight") is not None):
+        return None
+    x_shape, y_shape = tuple(rel.x_var.aval.shape), tuple(rel.y_var.aval.shape)
+    if len(x_shape) < 1 or x_shape[:-1] != y_shape[:-1]:
+        return None
+    if any(tuple(g.varshape) != y_shape for g in rel.hidden_groups):
+        return None  # the op output is broadcast onto the group: keep the dense contraction
+    slot = layout.param_slot(rel.trainable_paths["weight"])
+    leaf = rel.trainable_leaf_indices["weight"]
+    dtype = jnp.result_type(param_leaves[slot][leaf])
+    if not jnp.issubdtype(dtype, jnp.floating):
+        return None
+    bias = None
+    if ("bias" in rel.trainable_paths and rel.eqn_params.get("bias_fn") is None
+            and rel.trainable_processing_jaxprs.get("bias") is None):
+        bias_slot = layout.param_slot(rel.trainable_paths["bias"])
+        bias_leaf = rel.trainable_leaf_indices["bias"]
+        if jnp.result_type(param_leaves[bias_slot][bias_leaf]) == dtype:
+            bias = (bias_slot, bias_leaf)
+    return Factor("trace", r, slot, leaf, x_shape, y_shape, dtype, bias)
+
+
+def _same_step_factors(graph, layout, param_leaves):
+    jaxpr = graph.hidden_perturb.perturb_jaxpr
+    eqns = list(jaxpr.eqns)
+    main = {jaxpr.outvars[i] for i in layout.main_output_positions if is_var(jaxpr.outvars[i])}
+    carries_gradient = lambda e: e.primitive is not P.stop_gradient_p  # noqa: E731
+    minfo = graph.module_info
+    leaf_of_var = {}
+    for slot, path in enumerate(layout.param_paths):
+        for leaf, var in enumerate(minfo.weight_path_to_invars.get(path, ())):
+            leaf_of_var[var] = (slot, leaf)
+
+    def only_live_reader(var):
+        """The one equation reading ``var`` whose outputs carry a gradient to the outputs, or None."""
+        if var in main:
+            return None
+        readers = [i for i, e in enumerate(eqns) if any(is_var(a) and a is var for a in e.invars)]
+        live = [i for i in readers
+                if forward_closure([v for v in eqns[i].outvars if is_var(v)], eqns, crosses=carries_gradient) & main]
+        return live[0] if len(live) == 1 else None
+
+    out = []
+    for var, (slot, leaf) in leaf_of_var.items():
+        i = only_live_reader(var)
+        if i is None:
+            continue
+        eqn = eqns[i]
+        if (eqn.primitive is not etp_matmul_p or not _plain_dense(eqn.params) or eqn.invars[1] is not var
+                or sum(1 for a in eqn.invars if a is var) != 1 or not is_var(eqn.invars[0])):
+            continue
+        x, y = eqn.invars[0], eqn.outvars[0]
+        x_shape, y_shape = tuple(x.aval.shape), tuple(y.aval.shape)
+        dtype = jnp.result_type(param_leaves[slot][leaf])
+        if x_shape[:-1] != y_shape[:-1] or not jnp.issubdtype(dtype, jnp.floating):
+            continue
+        bias = None
+        if eqn.params.get("has_bias") and eqn.params.get("bias_fn") is None and len(eqn.invars) > 2:
+            b = eqn.invars[2]
+            if (is_var(b) and b in leaf_of_var and b is not var and sum(1 for a in eqn.invars if a is b) == 1
+                    and only_live_reader(b) == i
+                    and jnp.result_type(param_leaves[leaf_of_var[b][0]][leaf_of_var[b][1]]) == dtype):
+                bias = leaf_of_var[b]
+        out.append((Tap(i, x, y), Factor("same_step", -1, slot, leaf, x_shape, y_shape, dtype, bias)))
+    return out
+
+
+def _tapped_jaxpr(jaxpr, taps):
+    """``jaxpr`` with ``y = ŷ + t`` after every tapped op and the ops' inputs as extra outputs."""
+    by_eqn = {tap.eqn_index: tap for tap in taps}
+    tap_vars = [new_var(tap.y_var.aval) for tap in taps]
+    position = {tap.eqn_index: k for k, tap in enumerate(taps)}
+    eqns = []
+    for i, eqn in enumerate(jaxpr.eqns):
+        if i not in by_eqn:
+            eqns.append(eqn)
+            continue
+        tap = by_eqn[i]
+        hat = new_var(tap.y_var.aval)
+        outs = list(eqn.outvars)
+        outs[0] = hat
+        eqns.append(eqn.replace(outvars=outs))
+        eqns.append(make_eqn([hat, tap_vars[position[i]]], [tap.y_var], P.add_p))
+    return build_jaxpr(jaxpr.constvars, jaxpr.consts, list(jaxpr.invars) + tap_vars,
+                       list(jaxpr.outvars) + [tap.x_var for tap in taps], eqns)
+
+
+def memory_neutral_window(factor: Factor) -> int:
+    """The longest window whose stacked pair needs at most half the dense gradient's memory.
+
+    ``2·K·lead·(I + O) <= I·O``, at most :data:`MAX_WINDOW` (below 2: not worth stacking).
+    The stacked pairs are the only memory windowing adds (a constant: XLA reuses the
+    per-step product's buffer either way), so the automatic window costs at most half of
+    one copy of the factored weights.
+    """
+    lead = max(1, math.prod(factor.x_shape[:-1]))
+    i, o = factor.x_shape[-1], factor.s_shape[-1]
+    return min(MAX_WINDOW, (i * o) // (2 * lead * (i + o)))
+
+
+def choose_window(plan: FactorPlan, requested, length: int) -> tuple[FactorPlan, int]:
+    """The factors to stack and the window length, for a sequence of ``length`` steps.
+
+    ``'auto'`` keeps the factors whose :func:`memory_neutral_window` is at least 2 and uses
+    the shortest of those windows, preferring a divisor of ``length`` of at least half of it
+    (no remainder window to compile); an int ``K >= 2`` stacks every factor over ``K`` steps;
+    ``1`` stacks none. A window of 1 means no factors.
+    """
+    if requested != "auto" and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
+        raise ValueError(f"`gradient_window` must be 'auto' or a positive int; got {requested!r}.")
+    if requested == "auto":
+        windows = {f: memory_neutral_window(f) for f in plan.factors}
+        chosen = plan.subset(lambda f: windows[f] >= 2)
+        if not chosen.factors:
+            return chosen, 1
+        k = min(min(windows[f] for f in chosen.factors), length)
+        for d in range(k, (k + 1) // 2 - 1, -1):
+            if length % d == 0:
+                k = d
+                break
+        return chosen, k
+    k = min(int(requested), length)
+    if k < 2 or not plan.factors:
+        return plan.subset(lambda f: False), 1
+    return plan, k
+
+
+def add_window(plan: FactorPlan, layout, grads: dict, stacked) -> dict:
+    """``grads`` (by ParamState path) plus ``Σ x_kᵀ s_k`` of every stacked pair ``(K, *lead, ·)``."""
+    grads = dict(grads)
+    for factor, (xs, ss) in zip(plan.factors, stacked, strict=True):
+        path = layout.param_paths[factor.param_slot]
+        if path not in grads:  # not among the differentiated weights
+            continue
+        x = xs.reshape(-1, xs.shape[-1])
+        s = ss.reshape(-1, ss.shape[-1])
+        product = jax.lax.dot_general(x, s, (((0,), (0,)), ((), ())), preferred_element_type=factor.dtype)
+        grads[path] = _add_to_leaf(grads[path], factor.leaf, product)
+        if factor.bias is not None:
+            bias_path = layout.param_paths[factor.bias[0]]
+            if bias_path in grads:
+                grads[bias_path] = _add_to_leaf(grads[bias_path], factor.bias[1], jnp.sum(s, axis=0))
+    return grads
+
+
+def _add_to_leaf(tree, leaf: int, value):
+    leaves, treedef = jax.tree.flatten(tree)
+    leaves = list(leaves)
+    leaves[leaf] = leaves[leaf] + value.astype(leaves[leaf].dtype)
+    return jax.tree.unflatten(treedef, leaves)

@@ -1,0 +1,176 @@
+"""Windowed factor pairs (``etrace_grad(gradient_window=...)``) change the summation order only.
+
+The dense per-step weight gradients of plain dense ops are replaced by ``(x, s)`` pairs that
+the driver stacks over ``K`` steps and contracts at once (see
+``braintrace.algorithms.factored_gradients``). Every gradient must equal the per-step one
+(``gradient_window=1``) to float32 round-off, for trace pairs (ES-D-RTRL), same-step pairs
+(GRU reset gate, readouts; every rule) and their biases, with a remainder window, a mask,
+``has_aux``, ``weights`` subsets; and where the learner is exact, equal BPTT.
+"""
+
+import brainstate
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import braintrace
+from braintrace.algorithms import factored_gradients
+from tests._support import models
+from tests._support.oracle import assert_grads_close, bptt_grads, flat, restore_states, snapshot_states, squared_loss
+
+
+def _learner(model, algorithm, batch=3, n_in=3, **options):
+    return braintrace.compile(model, algorithm, jnp.zeros((batch, n_in)), batch_size=batch, **options)
+
+
+def _grads(learner, xs, window, **kwargs):
+    snap = snapshot_states(learner.model)
+    learner.reset_state()
+    out = brainstate.transform.jit(lambda xs: learner.etrace_grad(
+        xs, step_fn=lambda x: squared_loss(learner(x)), reduction="sum", gradient_window=window, **kwargs))(xs)
+    restore_states(learner.model, snap)
+    return out
+
+
+def _kinds(learner):
+    return sorted((f.kind, learner._compiled.layout.param_paths[f.param_slot], f.bias is not None)
+                  for f in learner._compiled.factors.factors)
+
+
+def test_gru_es_plan_has_trace_and_same_step_pairs():
+    learner = _learner(models.gru(3, 5, 2), "es_d_rtrl", decay_or_rank=0.9)
+    assert _kinds(learner) == [
+        ("same_step", ("cell", "Wr", "weight"), True),
+        ("same_step", ("out", "weight"), True),
+        ("trace", ("cell", "Wh", "weight"), True),
+        ("trace", ("cell", "Wz", "weight"), True),
+    ]
+
+
+@pytest.mark.parametrize("model_fn, algorithm, options", [
+    (lambda: models.gru(3, 5, 2), "es_d_rtrl", {"decay_or_rank": 0.9}),
+    (lambda: models.lstm(3, 5, 2), "es_d_rtrl", {"decay_or_rank": 0.6}),
+    (lambda: models.elman(3, 5, 2), "pp_prop", {"decay_or_rank": 3}),
+    (lambda: models.gru(3, 5, 2), "d_rtrl", {}),
+    (lambda: models.TwoLayerGRU(3, 4, 5, 2), "eprop", {}),
+])
+def test_windowed_pairs_equal_per_step_gradients(model_fn, algorithm, options):
+    brainstate.random.seed(1)
+    model = model_fn()
+    learner = _learner(model, algorithm, **options)
+    assert learner._compiled.factors.factors, "the model must have factorable weights"
+    xs = brainstate.random.randn(10, 3, 3)
+    dense = _grads(learner, xs, 1)
+    for window in (4, 10):  # two windows + a remainder of 2; one window of the whole sequence
+        windowed = _grads(learner, xs, window)
+        assert_grads_close(dense, windowed, rtol=2e-5, atol=1e-6)
+    # The pairs are live: zeroing them (a broken contraction) would change every factored weight.
+    for f in learner._compiled.factors.factors:
+        path = learner._compiled.layout.param_paths[f.param_slot]
+        leaf = jax.tree.leaves(dense[path])[f.leaf]
+        assert float(jnp.max(jnp.abs(leaf))) > 1e-3, path
+
+
+def test_mask_aux_return_value_and_weight_subset():
+    brainstate.random.seed(2)
+    learner = _learner(models.gru(3, 5, 2), "es_d_rtrl", decay_or_rank=0.8)
+    xs = brainstate.random.randn(9, 3, 3)
+    mask = jnp.asarray([1, 0, 1, 1, 0.5, 1, 0, 1, 1], jnp.float32)
+    subset = [learner.model.cell.Wr.weight, learner.model.cell.Wz.weight]
+
+    def run(window):
+        learner.reset_state()
+        snap = snapshot_states(learner.model)
+
+        def step(x):
+            y = learner(x)
+            return squared_loss(y), jnp.sum(y)
+
+        out = brainstate.transform.jit(lambda xs: learner.etrace_grad(
+            xs, step_fn=step, mask=mask, weights=subset, return_value=True, has_aux=True,
+            gradient_window=window))(xs)
+        restore_states(learner.model, snap)
+        return out
+
+    (g1, l1, a1), (g4, l4, a4) = run(1), run(4)
+    assert set(g1) == set(g4) == {("cell", "Wr", "weight"), ("cell", "Wz", "weight")}
+    assert_grads_close(g1, g4, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(l4), np.asarray(l1), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(a4), np.asarray(a1), rtol=1e-6)
+    assert l4.shape == (9,) and a4.shape == (9,)
+
+
+def test_exact_learner_with_windowed_pairs_equals_bptt():
+    """D-RTRL on a LIF network is exact; its readout and input weight go through pairs."""
+    brainstate.random.seed(3)
+    model = models.SpikingNet(3, 6, 2)
+    learner = _learner(model, "d_rtrl")
+    assert any(f.kind == "same_step" for f in learner._compiled.factors.factors)
+    xs = brainstate.random.randn(8, 3, 3) * 2.0
+    brainstate.nn.init_all_states(model, 3)
+    expected = bptt_grads(model, xs)
+    got = _grads(learner, xs, 3)
+    assert_grads_close(expected, got, rtol=1e-4, atol=1e-5)
+
+
+def test_es_scale_through_windowed_pairs():
+    """The hand-written ES-D-RTRL recursion of test_es_d_rtrl_scale, through the pairs."""
+    from tests.algorithms.test_es_d_rtrl_scale import reference_grads
+
+    brainstate.random.seed(0)
+    model = models.LeakyRNN(n_in=3, n_hidden=5, n_out=2)
+    brainstate.nn.init_all_states(model, 2)
+    xs = brainstate.random.randn(5, 2, 3)
+    params = {"W": model.W.weight.value["weight"], "b": model.W.weight.value["bias"], "tau": model.tau.value,
+              "W_out": model.out.weight.value["weight"], "b_out": model.out.weight.value["bias"]}
+    learner = braintrace.ES_D_RTRL(model, decay_or_rank=0.6)
+    learner.compile_graph(xs[0])
+    assert any(f.kind == "trace" for f in learner._compiled.factors.factors)
+    got = learner.etrace_grad(xs, step_fn=lambda x: squared_loss(learner(x)), reduction="sum", gradient_window=2)
+    expected = reference_grads(params, xs, 0.6)
+    np.testing.assert_allclose(got[("W", "weight")]["weight"], expected["W"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[("W", "weight")]["bias"], expected["b"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[("out", "weight")]["weight"], expected["W_out"], rtol=1e-5, atol=1e-6)
+
+
+def test_auto_window_is_memory_bounded():
+    """'auto' stacks a pair over K steps only when 2·K·B·(I + O) <= I·O."""
+    learner = _learner(models.gru(32, 256, 8), "es_d_rtrl", batch=16, n_in=32, decay_or_rank=0.9)
+    windows = {learner._compiled.layout.param_paths[f.param_slot]: factored_gradients.memory_neutral_window(f)
+               for f in learner._compiled.factors.factors}
+    # 288·256 // (2·16·544) = 4 for the cell's weights; the 256→8 readout is not worth stacking.
+    assert windows == {("cell", "Wz", "weight"): 4, ("cell", "Wh", "weight"): 4, ("cell", "Wr", "weight"): 4,
+                       ("out", "weight"): 0}
+    plan, k = factored_gradients.choose_window(learner._compiled.factors, "auto", 200)
+    assert k == 4 and len(plan.factors) == 3
+    plan, k = factored_gradients.choose_window(learner._compiled.factors, "auto", 99)
+    assert k == 3  # the divisor of 99 in [2, 4] closest to 4 (no remainder window)
+    tiny = _learner(models.gru(3, 5, 2), "es_d_rtrl", decay_or_rank=0.9)
+    assert factored_gradients.choose_window(tiny._compiled.factors, "auto", 50)[1] == 1
+
+
+def test_stacked_pairs_memory_is_bounded_and_flat_in_length():
+    """The stacked pairs add about half the factored weights' size, whatever T.
+
+    Measured (GRU 32→256→8, batch 16, T=200): 1,641,820 bytes per step, 2,089,636 with K=4:
+    418 KB of stacked pairs plus ~30 KB of loop bookkeeping.
+    """
+    def memory(window, length=200):
+        learner = _learner(models.gru(32, 256, 8), "es_d_rtrl", batch=16, n_in=32, decay_or_rank=0.9)
+        xs = jax.ShapeDtypeStruct((length, 16, 32), jnp.float32)
+        fn = lambda xs: learner.etrace_grad(xs, step_fn=lambda x: squared_loss(learner(x)),  # noqa: E731
+                                            gradient_window=window)
+        stats = brainstate.transform.jit(fn).lower(xs).compile().memory_analysis()
+        return stats.temp_size_in_bytes + stats.output_size_in_bytes
+
+    weights = 3 * (288 * 256 + 256) * 4
+    assert memory("auto") <= memory(1) + weights / 2 + 64 * 1024
+    assert memory("auto", 1000) <= memory("auto", 200) * 1.05 + 4096
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "8"])
+def test_bad_window_is_refused(bad):
+    learner = _learner(models.elman(3, 5, 2), "es_d_rtrl", decay_or_rank=0.9)
+    with pytest.raises(ValueError, match="gradient_window"):
+        learner.etrace_grad(jnp.ones((4, 3, 3)), step_fn=lambda x: squared_loss(learner(x)), gradient_window=bad)
