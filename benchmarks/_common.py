@@ -60,11 +60,13 @@ def loss_fn(y):
     return jnp.mean(y ** 2)
 
 
-def make_runner(method: str, cell: str, n_hidden: int, batch: int, n_in: int = 32, n_out: int = 4, **options):
+def make_runner(method: str, cell: str, n_hidden: int, batch: int, n_in: int = 32, n_out: int = 4,
+                grad_options=None, **options):
     """Return ``grads(xs)``: gradients over a sequence, for ``brainstate.transform.jit``.
 
     ``method`` is ``'forward'`` (the plain forward pass over the sequence, no gradient),
-    ``'bptt'`` or a learner name of :func:`braintrace.compile`.
+    ``'bptt'`` or a learner name of :func:`braintrace.compile` (``options`` go to the
+    learner, ``grad_options`` to ``etrace_grad``, e.g. ``{'gradient_window': 1}``).
     """
     model = Readout(cell, n_in, n_hidden, n_out)
     example = jnp.zeros((batch, n_in))
@@ -83,7 +85,7 @@ def make_runner(method: str, cell: str, n_hidden: int, batch: int, n_in: int = 3
     learner = braintrace.compile(model, method, example, batch_size=batch, **options)
 
     def grads(xs):
-        return learner.etrace_grad(xs, step_fn=lambda x: loss_fn(learner(x)))
+        return learner.etrace_grad(xs, step_fn=lambda x: loss_fn(learner(x)), **(grad_options or {}))
 
     return grads
 

@@ -32,10 +32,18 @@ HEADERS = ["cell", "N", "T", "forward", "BPTT", "D-RTRL", "ES-D-RTRL",
            "D-RTRL/BPTT", "ES/BPTT", "ES/forward"]
 
 
-def time_row(cell, n_hidden, length, batch, repeats, skip_drtrl_at=0, n_in=32, n_out=8) -> dict:
-    """Median ms per sequence of every method for one (cell, N, T), timed interleaved."""
+def time_row(cell, n_hidden, length, batch, repeats, skip_drtrl_at=0, n_in=32, n_out=8,
+             per_step_too=False) -> dict:
+    """Median ms per sequence of every method for one (cell, N, T), timed interleaved.
+
+    ``per_step_too`` adds ES-D-RTRL with ``gradient_window=1`` (one weight outer product per
+    step, the behaviour before the windowed factor pairs) under the label ``'ES (K=1)'``.
+    """
     fns = {}
-    for label, method, options in METHODS:
+    methods = list(METHODS)
+    if per_step_too:
+        methods.append(("ES (K=1)", "es_d_rtrl", {"decay_or_rank": 0.9, "grad_options": {"gradient_window": 1}}))
+    for label, method, options in methods:
         if method == "d_rtrl" and skip_drtrl_at and n_hidden >= skip_drtrl_at:
             continue
         runner = make_runner(method, cell, n_hidden, batch, n_in=n_in, n_out=n_out, **options)
@@ -68,6 +76,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per row (median)")
     parser.add_argument("--skip-large-drtrl", type=int, default=0,
                         help="skip D-RTRL for N at or above this size (0: never)")
+    parser.add_argument("--per-step-too", action="store_true",
+                        help="also time ES-D-RTRL with gradient_window=1 (one outer product per step)")
     args = parser.parse_args(argv)
     cells = args.cells or (list(CELLS) if args.full else ["elman", "gru"])
     hidden = args.hidden or ([64, 256, 1024] if args.full else [64, 256])
@@ -76,13 +86,16 @@ def main(argv=None):
     for cell in cells:
         for n in hidden:
             for t in lengths:
-                ms = time_row(cell, n, t, args.batch, args.repeats, args.skip_large_drtrl)
+                ms = time_row(cell, n, t, args.batch, args.repeats, args.skip_large_drtrl,
+                              per_step_too=args.per_step_too)
                 row = format_row(cell, n, t, ms, args.skip_large_drtrl)
+                if args.per_step_too:
+                    row += [f"{ms['ES (K=1)']:.1f}", f"{ms['ES (K=1)'] / ms['BPTT']:.2f}"]
                 rows.append(row)
                 print(row, flush=True)
     print(f"Machine: {machine()}; batch={args.batch}, I=32, O=8; ms per sequence, median of "
           f"{args.repeats} interleaved runs per row")
-    print(table(HEADERS, rows))
+    print(table(HEADERS + (["ES K=1", "ES K=1/BPTT"] if args.per_step_too else []), rows))
     return rows
 
 
