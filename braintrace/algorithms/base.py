@@ -322,7 +322,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
         """The step as a ``custom_vjp`` of ``(args, params, others, traces, step, extra[, sinks])``.
 
         With a ``plan`` (a :class:`~braintrace.algorithms.factored_gradients.FactorPlan`), the
-        step takes one ``(x, s)`` sink per factor pair and its backward pass returns the pairs
+        step takes one ``(x, s)`` sink per factor group and its backward pass returns the pairs
         as their cotangents, with zeros for those weights.
         """
         graph, layout, rule, ctx = compiled.graph, compiled.layout, compiled.rule, compiled.context
@@ -391,8 +391,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
             d_extra = jax.tree.map(jnp.zeros_like, extra)
             if plan is None:  # the sinks argument is absent (None)
                 return d_args, grads, d_others, zero_traces, _float0_like(step), d_extra, None
-            d_sinks = tuple((x.astype(f.dtype).reshape(f.x_shape), s.astype(f.dtype).reshape(f.s_shape))
-                            for f, (x, s) in ((f, pairs[f]) for f in plan.factors))
+            d_sinks = tuple(factored_gradients.group_cotangent(g, pairs) for g in plan.groups())
             return d_args, grads, d_others, zero_traces, _float0_like(step), d_extra, d_sinks
 
         step_fn = jax.custom_vjp(primal)

@@ -42,7 +42,7 @@ from ..compiler.jaxpr_tools import forward_closure, is_var, make_eqn
 from ..ops.matmul import etp_matmul_p
 
 __all__ = ["Factor", "FactorPlan", "plan_factors", "choose_window", "memory_neutral_window", "add_window",
-           "MAX_WINDOW"]
+           "group_cotangent", "MAX_WINDOW"]
 
 #: The longest window the automatic choice uses.
 MAX_WINDOW = 32
@@ -66,6 +66,10 @@ class Factor(NamedTuple):
     bias : tuple or None
         ``(param_slot, leaf)`` of the op's bias, which gets ``Σ_lead s`` (the same window), or
         None when the bias (if any) keeps its per-step gradient.
+    share : Var or None
+        Trace pairs of relations that read the same op input (the gates of a GRU or LSTM)
+        have the same ``x̄``; they share one stacked ``x̄`` and one product with their ``s``
+        side by side (see :meth:`FactorPlan.groups`).
     """
 
     kind: str
@@ -76,6 +80,7 @@ class Factor(NamedTuple):
     s_shape: tuple
     dtype: object
     bias: tuple | None = None
+    share: object = None
 
 
 class Tap(NamedTuple):
@@ -118,13 +123,39 @@ class FactorPlan(NamedTuple):
         tapped = _tapped_jaxpr(self.perturb_jaxpr, taps) if taps else None
         return FactorPlan(tuple(factors), tuple(taps), tapped, self.perturb_jaxpr)
 
+    def groups(self) -> tuple:
+        """The factors as sink groups: factors with one ``share`` key (same ``x``) together."""
+        out, index = [], {}
+        for f in self.factors:
+            key = None if f.share is None else (f.share, f.x_shape, f.s_shape[:-1], f.dtype)
+            if key is not None and key in index:
+                out[index[key]].append(f)
+                continue
+            if key is not None:
+                index[key] = len(out)
+            out.append([f])
+        return tuple(tuple(g) for g in out)
+
     def zero_sinks(self) -> tuple:
-        """One ``(x, s)`` pair of zeros per factor (the sinks the step takes)."""
-        return tuple((jnp.zeros(f.x_shape, f.dtype), jnp.zeros(f.s_shape, f.dtype)) for f in self.factors)
+        """One ``(x, s)`` pair of zeros per group (the sinks the step takes)."""
+        return tuple((jnp.zeros(g[0].x_shape, g[0].dtype), jnp.zeros(_group_s_shape(g), g[0].dtype))
+                     for g in self.groups())
 
     def __repr__(self) -> str:
         kinds = [f"{f.kind}:{f.param_slot}/{f.leaf}" for f in self.factors]
         return f"FactorPlan({kinds})"
+
+
+def _group_s_shape(group) -> tuple:
+    return group[0].s_shape[:-1] + (sum(f.s_shape[-1] for f in group),)
+
+
+def group_cotangent(group, pairs) -> tuple:
+    """The sink cotangent of one group from ``{factor: (x, s)}``: shared ``x``, ``s`` side by side."""
+    f0 = group[0]
+    x = pairs[f0][0].astype(f0.dtype).reshape(f0.x_shape)
+    parts = [pairs[f][1].astype(f.dtype).reshape(f.s_shape) for f in group]
+    return x, parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
 
 
 def _plain_dense(eqn_params) -> bool:
@@ -171,7 +202,7 @@ def _trace_factor(r, rel, layout, param_leaves):
         bias_leaf = rel.trainable_leaf_indices["bias"]
         if jnp.result_type(param_leaves[bias_slot][bias_leaf]) == dtype:
             bias = (bias_slot, bias_leaf)
-    return Factor("trace", r, slot, leaf, x_shape, y_shape, dtype, bias)
+    return Factor("trace", r, slot, leaf, x_shape, y_shape, dtype, bias, share=rel.x_var)
 
 
 def _same_step_factors(graph, layout, param_leaves):
@@ -239,16 +270,18 @@ def _tapped_jaxpr(jaxpr, taps):
                        list(jaxpr.outvars) + [tap.x_var for tap in taps], eqns)
 
 
-def memory_neutral_window(factor: Factor) -> int:
-    """The longest window whose stacked pair needs at most half the dense gradient's memory.
+def memory_neutral_window(group) -> int:
+    """The longest window whose stacked pairs need at most half the dense gradients' memory.
 
-    ``2·K·lead·(I + O) <= I·O``, at most :data:`MAX_WINDOW` (below 2: not worth stacking).
-    The stacked pairs are the only memory windowing adds (a constant: XLA reuses the
-    per-step product's buffer either way), so the automatic window costs at most half of
+    For a group of factors sharing one ``x`` (a single factor is a group of one):
+    ``2·K·lead·(I + ΣO) <= I·ΣO``, at most :data:`MAX_WINDOW` (below 2: not worth
+    stacking). The stacked pairs are the only memory windowing adds (a constant: XLA reuses
+    the per-step product's buffer either way), so the automatic window costs at most half of
     one copy of the factored weights.
     """
-    lead = max(1, math.prod(factor.x_shape[:-1]))
-    i, o = factor.x_shape[-1], factor.s_shape[-1]
+    group = (group,) if isinstance(group, Factor) else tuple(group)
+    lead = max(1, math.prod(group[0].x_shape[:-1]))
+    i, o = group[0].x_shape[-1], sum(f.s_shape[-1] for f in group)
     return min(MAX_WINDOW, (i * o) // (2 * lead * (i + o)))
 
 
@@ -263,7 +296,7 @@ def choose_window(plan: FactorPlan, requested, length: int) -> tuple[FactorPlan,
     if requested != "auto" and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
         raise ValueError(f"`gradient_window` must be 'auto' or a positive int; got {requested!r}.")
     if requested == "auto":
-        windows = {f: memory_neutral_window(f) for f in plan.factors}
+        windows = {f: memory_neutral_window(g) for g in plan.groups() for f in g}
         chosen = plan.subset(lambda f: windows[f] >= 2)
         if not chosen.factors:
             return chosen, 1
@@ -280,20 +313,28 @@ def choose_window(plan: FactorPlan, requested, length: int) -> tuple[FactorPlan,
 
 
 def add_window(plan: FactorPlan, layout, grads: dict, stacked) -> dict:
-    """``grads`` (by ParamState path) plus ``Σ x_kᵀ s_k`` of every stacked pair ``(K, *lead, ·)``."""
+    """``grads`` (by ParamState path) plus ``Σ x_kᵀ s_k`` of every stacked group ``(K, *lead, ·)``."""
     grads = dict(grads)
-    for factor, (xs, ss) in zip(plan.factors, stacked, strict=True):
-        path = layout.param_paths[factor.param_slot]
-        if path not in grads:  # not among the differentiated weights
+    for group, (xs, ss) in zip(plan.groups(), stacked, strict=True):
+        wanted = [layout.param_paths[f.param_slot] in grads for f in group]
+        if not any(wanted):  # none among the differentiated weights
             continue
         x = xs.reshape(-1, xs.shape[-1])
         s = ss.reshape(-1, ss.shape[-1])
-        product = jax.lax.dot_general(x, s, (((0,), (0,)), ((), ())), preferred_element_type=factor.dtype)
-        grads[path] = _add_to_leaf(grads[path], factor.leaf, product)
-        if factor.bias is not None:
-            bias_path = layout.param_paths[factor.bias[0]]
-            if bias_path in grads:
-                grads[bias_path] = _add_to_leaf(grads[bias_path], factor.bias[1], jnp.sum(s, axis=0))
+        product = jax.lax.dot_general(x, s, (((0,), (0,)), ((), ())), preferred_element_type=group[0].dtype)
+        start = 0
+        for factor, want in zip(group, wanted, strict=True):
+            width = factor.s_shape[-1]
+            columns = slice(start, start + width)
+            start += width
+            if not want:
+                continue
+            path = layout.param_paths[factor.param_slot]
+            grads[path] = _add_to_leaf(grads[path], factor.leaf, product[:, columns])
+            if factor.bias is not None:
+                bias_path = layout.param_paths[factor.bias[0]]
+                if bias_path in grads:
+                    grads[bias_path] = _add_to_leaf(grads[bias_path], factor.bias[1], jnp.sum(s[:, columns], axis=0))
     return grads
 
 

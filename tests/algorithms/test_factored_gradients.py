@@ -38,6 +38,15 @@ def _kinds(learner):
                   for f in learner._compiled.factors.factors)
 
 
+def test_lstm_gates_share_one_stacked_input():
+    learner = _learner(models.lstm(3, 5, 2), "es_d_rtrl", decay_or_rank=0.9)
+    groups = learner._compiled.factors.groups()
+    trace_groups = [g for g in groups if g[0].kind == "trace"]
+    assert len(trace_groups) == 1 and len(trace_groups[0]) == 4
+    x_shape, s_shape = [a.shape for a in learner._compiled.factors.zero_sinks()[groups.index(trace_groups[0])]]
+    assert x_shape == (3, 8) and s_shape == (3, 20)  # x̄ of [x, h] once; the four gates' s side by side
+
+
 def test_gru_es_plan_has_trace_and_same_step_pairs():
     learner = _learner(models.gru(3, 5, 2), "es_d_rtrl", decay_or_rank=0.9)
     assert _kinds(learner) == [
@@ -137,11 +146,12 @@ def test_es_scale_through_windowed_pairs():
 def test_auto_window_is_memory_bounded():
     """'auto' stacks a pair over K steps only when 2·K·B·(I + O) <= I·O."""
     learner = _learner(models.gru(32, 256, 8), "es_d_rtrl", batch=16, n_in=32, decay_or_rank=0.9)
-    windows = {learner._compiled.layout.param_paths[f.param_slot]: factored_gradients.memory_neutral_window(f)
-               for f in learner._compiled.factors.factors}
-    # 288·256 // (2·16·544) = 4 for the cell's weights; the 256→8 readout is not worth stacking.
-    assert windows == {("cell", "Wz", "weight"): 4, ("cell", "Wh", "weight"): 4, ("cell", "Wr", "weight"): 4,
-                       ("out", "weight"): 0}
+    paths = learner._compiled.layout.param_paths
+    windows = {tuple(paths[f.param_slot][1] for f in g): factored_gradients.memory_neutral_window(g)
+               for g in learner._compiled.factors.groups()}
+    # Wz reads [x, h] and Wh [x, r*h]: no shared x̄, each 288·256 // (2·16·544) = 4 (and Wr's
+    # same-step pair); the 256→8 readout is not worth stacking.
+    assert windows == {("Wz",): 4, ("Wh",): 4, ("Wr",): 4, ("weight",): 0}
     plan, k = factored_gradients.choose_window(learner._compiled.factors, "auto", 200)
     assert k == 4 and len(plan.factors) == 3
     plan, k = factored_gradients.choose_window(learner._compiled.factors, "auto", 99)
