@@ -140,7 +140,9 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: i
 
     compiled = learner._compiled
     plan, window = factored_gradients.choose_window(compiled.factors, gradient_window, length)
-    factored = window > 1 and chunk is None and not learner.vmap and not _data_parallel(learner)
+    # A multi-step learner runs every call as a window (windows.py), which has no sinks.
+    factored = (window > 1 and chunk is None and not learner.vmap and not _data_parallel(learner)
+                and learner.options.vjp_method != "multi-step")
 
     def body(acc, inputs):
         xs, m = inputs

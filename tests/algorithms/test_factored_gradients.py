@@ -63,6 +63,10 @@ def test_gru_es_plan_has_trace_and_same_step_pairs():
     (lambda: models.elman(3, 5, 2), "pp_prop", {"decay_or_rank": 3}),
     (lambda: models.gru(3, 5, 2), "d_rtrl", {}),
     (lambda: models.TwoLayerGRU(3, 4, 5, 2), "eprop", {}),
+    (lambda: models.gru(3, 5, 2), "eprop", {"feedback": "random", "random_feedback_key": 0}),
+    (lambda: models.gru(3, 5, 2), "ostl_recurrent", {}),
+    (lambda: models.gru(3, 5, 2), "ostl_feedforward", {}),
+    (lambda: models.gru(3, 5, 2), "uoro", {}),  # multi-step: every call is a window, no pairs
 ])
 def test_windowed_pairs_equal_per_step_gradients(model_fn, algorithm, options):
     brainstate.random.seed(1)
