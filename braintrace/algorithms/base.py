@@ -56,7 +56,8 @@ class _Compiled:
     calls the learner exactly once). ``rule`` is the learning rule the step was built with and
     ``context`` the :class:`RuleContext` it is called with. ``factors`` is the
     :class:`~braintrace.algorithms.factored_gradients.FactorPlan` of every factorable weight;
-    while a driver traces a step with ``sinks = (plan, zero pairs)`` set (``plan`` a subset),
+    while a driver traces a step with ``sinks = (plan, zero pairs, transposed weights)`` set
+    (``plan`` a subset; the transposed weights made once, outside the driver's loop),
     ``update`` runs the factored step of that subset (built once, kept in ``factored_steps``),
     whose backward pass returns the factor pairs as the sinks' cotangents.
     """
@@ -344,10 +345,13 @@ class ETraceAlgorithm(brainstate.nn.Module):
             # Under a second derivative these carry tangents; the online gradient is not
             # differentiable, so refuse instead of returning zeros.
             args, params, others, traces = input_checks.first_order_only((args, params, others, traces))
-            main, temps, vjp_fn = executor.run_step(graph, layout, args, params, others, plan)
+            # Factored: sinks = (zero pairs, transposed weights), see factored_gradients.
+            transposed = sinks[1] if sinks is not None else ()
+            main, temps, vjp_fn = executor.run_step(graph, layout, args, params, others, plan, transposed)
             q = quantities(temps, params, main, vjp_fn)
             new_traces = rule.roll(ctx, traces, q, step)
-            residual = (vjp_fn, new_traces, traces if uses_old_signal else None, q, params, temps, step, extra)
+            residual = (vjp_fn, new_traces, traces if uses_old_signal else None, q, params, temps, step, extra,
+                        transposed)
             return (main, new_traces), residual
 
         def bwd(residual, cotangents):
@@ -357,7 +361,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
                 return bwd_body(residual, cotangents)
 
         def bwd_body(residual, cotangents):
-            vjp_fn, new_traces, old_traces, q, params, temps, step, extra = residual
+            vjp_fn, new_traces, old_traces, q, params, temps, step, extra, transposed = residual
             d_main, _ = cotangents
             d_main = [jnp.zeros_like(t) if type(t).__name__ == "Zero" else t for t in d_main]
             if plan is not None and plan.taps:
@@ -391,7 +395,8 @@ class ETraceAlgorithm(brainstate.nn.Module):
             d_extra = jax.tree.map(jnp.zeros_like, extra)
             if plan is None:  # the sinks argument is absent (None)
                 return d_args, grads, d_others, zero_traces, _float0_like(step), d_extra, None
-            d_sinks = tuple(factored_gradients.group_cotangent(g, pairs) for g in plan.groups())
+            d_sinks = (tuple(factored_gradients.group_cotangent(g, pairs) for g in plan.groups()),
+                       jax.tree.map(jnp.zeros_like, transposed))
             return d_args, grads, d_others, zero_traces, _float0_like(step), d_extra, d_sinks
 
         step_fn = jax.custom_vjp(primal)
@@ -442,11 +447,12 @@ class ETraceAlgorithm(brainstate.nn.Module):
             fn = jax.vmap(self._compiled.step_fn, in_axes=(0, None, 0, 0, None, None))
             main, new_traces = fn(arg_leaves, params, others, self.etrace.value, step, extra)
         elif sinks is not None:  # a driver collects the factor pairs (factored_gradients)
-            plan, zero_pairs = sinks
+            plan, zero_pairs, transposed = sinks
             fn = self._compiled.factored_steps.get(plan.factors)
             if fn is None:
                 fn = self._compiled.factored_steps[plan.factors] = self._build_step(self._compiled, plan)
-            main, new_traces = fn(arg_leaves, params, others, self.etrace.value, step, extra, zero_pairs)
+            main, new_traces = fn(arg_leaves, params, others, self.etrace.value, step, extra,
+                                  (zero_pairs, transposed))
         else:
             main, new_traces = self._compiled.step_fn(arg_leaves, params, others, self.etrace.value, step, extra)
         n_out = minfo.num_var_out

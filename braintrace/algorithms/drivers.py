@@ -143,13 +143,19 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: i
     # A multi-step learner runs every call as a window (windows.py), which has no sinks.
     factored = (window > 1 and chunk is None and not learner.vmap and not _data_parallel(learner)
                 and learner.options.vjp_method != "multi-step")
+    transposed = ()
+    if factored and plan.transposed:
+        # Made here, outside the loop, so XLA cannot fold the transpose back into the product.
+        states = learner._current_states()
+        params, _ = compiled.layout.split([jax.tree.leaves(st.value) for st in states])
+        transposed = plan.transposed_weights(params)
 
     def body(acc, inputs):
         xs, m = inputs
 
         def masked_loss(sinks=None):
             calls_before = learner._compiled.calls
-            compiled.sinks = None if sinks is None else (plan, sinks)
+            compiled.sinks = None if sinks is None else (plan, sinks, transposed)
             try:
                 result = step_fn(*xs)
             finally:

@@ -116,12 +116,15 @@ class StepQuantities(NamedTuple):
         return f"StepQuantities({fields})"
 
 
-def run_step(graph: ETraceGraph, layout: StateLayout, arg_leaves, param_leaves, other_leaves, factors=None):
+def run_step(graph: ETraceGraph, layout: StateLayout, arg_leaves, param_leaves, other_leaves, factors=None,
+             transposed=()):
     """Evaluate the perturbed step under ``jax.vjp``.
 
     With a :class:`~braintrace.algorithms.factored_gradients.FactorPlan` that has taps,
     the tapped step is evaluated instead: ``vjp_fn`` also returns the taps' cotangents
     (``∂L/∂y`` of the tapped ops) and ``temps`` the tapped ops' inputs under ``("tap", k)``.
+    ``transposed`` holds the plan's transposed weights (the same values, another backward
+    product; see ``factored_gradients.TransposedWeight``).
 
     Returns
     -------
@@ -138,6 +141,12 @@ def run_step(graph: ETraceGraph, layout: StateLayout, arg_leaves, param_leaves, 
     out_positions = layout.main_output_positions
     zeros = [jnp.zeros(v.aval.shape, v.aval.dtype) for v in perturb.perturb_vars]
     tapped = None if factors is None else factors.tapped_jaxpr
+    override = None
+    if factors is not None and factors.transposed:
+        from .factored_gradients import transposed_override
+
+        tapped = factors.step_jaxpr
+        override = transposed_override(factors, transposed)
     n_outs = len(perturb.perturb_jaxpr.outvars)
 
     invars = list(minfo.closed_jaxpr.invars)
@@ -147,7 +156,8 @@ def run_step(graph: ETraceGraph, layout: StateLayout, arg_leaves, param_leaves, 
         if tapped is None:
             outs = perturb.eval_jaxpr(flat, perturbations)
         else:
-            outs = evaluate_jaxpr(tapped, tapped.consts, flat + list(perturbations) + list(taps[0]))
+            outs = evaluate_jaxpr(tapped, tapped.consts, flat + list(perturbations) + list(taps[0] if taps else ()),
+                                  override=override)
         main = [outs[i] for i in out_positions]
         temps = {}
         for v, x in zip(invars, flat, strict=True):
@@ -159,7 +169,7 @@ def run_step(graph: ETraceGraph, layout: StateLayout, arg_leaves, param_leaves, 
         return main, VarValues.from_dict(temps)
 
     primals = [list(arg_leaves), [list(p) for p in param_leaves], [list(o) for o in other_leaves], zeros]
-    if tapped is not None:
+    if factors is not None and factors.taps:
         primals.append([jnp.zeros(t.y_var.aval.shape, t.y_var.aval.dtype) for t in factors.taps])
     main, vjp_fn, temps = jax.vjp(forward, *primals, has_aux=True)
     return main, temps, vjp_fn

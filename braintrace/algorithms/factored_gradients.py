@@ -36,7 +36,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .._jax_compat import build_jaxpr, new_var
+from .._jax_compat import bind_equation, build_jaxpr, new_var
 from .._jax_compat import lax_primitives as P
 from ..compiler.jaxpr_tools import forward_closure, is_var, make_eqn
 from ..ops.matmul import etp_matmul_p
@@ -91,6 +91,32 @@ class Tap(NamedTuple):
     y_var: object
 
 
+class TransposedWeight(NamedTuple):
+    """A dense op whose input cotangent ``ct @ Wᵀ`` reads row blocks of ``Wᵀ`` made once.
+
+    When the op input is a concatenation ``[x_1, ..., x_n]`` along its last axis, the
+    cotangent of each part is ``ct @ W[rows_k]ᵀ`` on its own: the GRU reset gate's same-step
+    gradient needs the ``r*h`` part of ``ct @ Whᵀ`` every step, and the full ``(B, I+N)``
+    product (the ``x`` part is dead) took twice the time of a forward product (issue 14's
+    profile). The driver slices and transposes the weight once, outside its loop.
+
+    Attributes
+    ----------
+    x_var, w_var : Var
+        The op's input and weight operands.
+    param_slot, leaf : int
+        The ParamState leaf of the weight.
+    parts : tuple of (Var, int, int)
+        ``(part, first row, end row)`` of the op input (one part: the input itself).
+    """
+
+    x_var: object
+    w_var: object
+    param_slot: int
+    leaf: int
+    parts: tuple
+
+
 class FactorPlan(NamedTuple):
     """The factor pairs of a compiled learner (empty: every gradient stays dense).
 
@@ -103,12 +129,18 @@ class FactorPlan(NamedTuple):
     tapped_jaxpr : Jaxpr or None
         The perturbed step with one extra input per tap (added to the op output) and, after
         its outputs, the tapped ops' inputs ``x``; None without taps.
+    perturb_jaxpr : Jaxpr
+        The perturbed step the plan was made for.
+    transposed : tuple of TransposedWeight
+        The ops whose input cotangent reads a transposed weight (one array per entry in
+        the step's sinks).
     """
 
     factors: tuple = ()
     taps: tuple = ()
     tapped_jaxpr: object = None
     perturb_jaxpr: object = None
+    transposed: tuple = ()
 
     def subset(self, keep) -> FactorPlan:
         """The plan of the factors for which ``keep(factor)`` holds (taps renumbered)."""
@@ -121,7 +153,18 @@ class FactorPlan(NamedTuple):
                 f = f._replace(index=len(taps) - 1)
             factors.append(f)
         tapped = _tapped_jaxpr(self.perturb_jaxpr, taps) if taps else None
-        return FactorPlan(tuple(factors), tuple(taps), tapped, self.perturb_jaxpr)
+        transposed = self.transposed if factors else ()
+        return FactorPlan(tuple(factors), tuple(taps), tapped, self.perturb_jaxpr, transposed)
+
+    @property
+    def step_jaxpr(self):
+        """The jaxpr the factored step evaluates (the tapped one, or the perturbed step)."""
+        return self.perturb_jaxpr if self.tapped_jaxpr is None else self.tapped_jaxpr
+
+    def transposed_weights(self, param_leaves) -> tuple:
+        """Per :class:`TransposedWeight`, ``W[rows_k]ᵀ`` of every part, from the parameter leaves."""
+        return tuple(tuple(jnp.swapaxes(param_leaves[t.param_slot][t.leaf][start:stop], 0, 1)
+                           for _, start, stop in t.parts) for t in self.transposed)
 
     def groups(self) -> tuple:
         """The factors as sink groups: factors with one ``share`` key (same ``x``) together."""
@@ -177,7 +220,106 @@ def plan_factors(graph, layout, rule, ctx, param_leaves) -> FactorPlan:
             taps.append(tap)
             factors.append(factor._replace(index=len(taps) - 1))
     jaxpr = graph.hidden_perturb.perturb_jaxpr
-    return FactorPlan(tuple(factors), tuple(taps), _tapped_jaxpr(jaxpr, taps) if taps else None, jaxpr)
+    transposed = _transposed_weights(graph, layout, param_leaves) if factors else ()
+    return FactorPlan(tuple(factors), tuple(taps), _tapped_jaxpr(jaxpr, taps) if taps else None, jaxpr,
+                      transposed)
+
+
+def _transposed_weights(graph, layout, param_leaves) -> tuple:
+    """Live plain dense ops whose input carries a gradient (from a parameter or a perturbation).
+
+    The weight operand must be a ParamState leaf or its ``stop_gradient`` (the detached copy
+    in a perturbed step's cross-group duplicate).
+    """
+    jaxpr = graph.hidden_perturb.perturb_jaxpr
+    eqns = list(jaxpr.eqns)
+    main = {jaxpr.outvars[i] for i in layout.main_output_positions if is_var(jaxpr.outvars[i])}
+    carries_gradient = lambda e: e.primitive is not P.stop_gradient_p  # noqa: E731
+    minfo = graph.module_info
+    leaf_of_var = {}
+    for slot, path in enumerate(layout.param_paths):
+        for leaf, var in enumerate(minfo.weight_path_to_invars.get(path, ())):
+            leaf_of_var[var] = (slot, leaf)
+    for e in eqns:  # a detached weight: stop_gradient(W)
+        if e.primitive is P.stop_gradient_p and is_var(e.invars[0]) and e.invars[0] in leaf_of_var:
+            leaf_of_var[e.outvars[0]] = leaf_of_var[e.invars[0]]
+    sources = set(leaf_of_var) | set(graph.hidden_perturb.perturb_vars)
+    gradient_carrying = forward_closure(sources, eqns, crosses=carries_gradient)
+    producers = {v: e for e in eqns for v in e.outvars if is_var(v)}
+    out = []
+    for eqn in eqns:
+        if eqn.primitive is not etp_matmul_p or not _plain_dense(eqn.params):
+            continue
+        x, w = eqn.invars[0], eqn.invars[1]
+        if not (is_var(x) and is_var(w) and w in leaf_of_var and x in gradient_carrying):
+            continue
+        if len(w.aval.shape) != 2 or not jnp.issubdtype(w.aval.dtype, jnp.floating):
+            continue
+        if not forward_closure([eqn.outvars[0]], eqns, crosses=carries_gradient) & main:
+            continue  # the op's output carries no gradient: its input cotangent is dead
+        slot, leaf = leaf_of_var[w]
+        out.append(TransposedWeight(x, w, slot, leaf, _input_parts(x, producers.get(x))))
+    return tuple(out)
+
+
+def _input_parts(x, producer) -> tuple:
+    """``(part, first row, end row)`` of ``x``: its concatenated parts, or ``x`` whole."""
+    n = x.aval.shape[-1]
+    if (producer is None or producer.primitive is not P.concatenate_p
+            or producer.params.get("dimension") != len(x.aval.shape) - 1):
+        return ((x, 0, n),)
+    parts, start = [], 0
+    for operand in producer.invars:
+        stop = start + operand.aval.shape[-1]
+        if is_var(operand):  # a literal part has no cotangent
+            parts.append((operand, start, stop))
+        start = stop
+    return tuple(parts)
+
+
+def transposed_override(plan: FactorPlan, transposed_values):
+    """``evaluate_jaxpr`` override: the plan's ops with input cotangent ``ct @ Wᵀ`` from ``Wᵀ``."""
+
+    by_operands = {(t.x_var, t.w_var): (t, values)
+                   for t, values in zip(plan.transposed, transposed_values, strict=True)}
+
+    def override(eqn, invals, read):
+        if eqn.primitive is not etp_matmul_p:
+            return None
+        hit = by_operands.get((eqn.invars[0], eqn.invars[1]))
+        if hit is None:
+            return None
+        # The op on a detached input keeps the weight's (and bias's) gradient; each input part
+        # gets its cotangent `ct @ W[rows]ᵀ` from a zero-valued hook (XLA drops the zeros).
+        t, blocks = hit
+        outs = bind_equation(eqn, [jax.lax.stop_gradient(invals[0])] + list(invals[1:]))
+        y = outs[0]
+        for (part, _, _), block in zip(t.parts, blocks, strict=True):
+            y = y + _cotangent_hook(read(part), block.astype(y.dtype)).astype(y.dtype)
+        return [y] + list(outs[1:])
+
+    return override
+
+
+@jax.custom_vjp
+def _cotangent_hook(part, block):
+    """Zeros shaped like the op output; backward: the part's cotangent ``ct @ block``.
+
+    ``block`` is ``W[rows]ᵀ`` of shape ``(O, rows)``.
+    """
+    return jnp.zeros(part.shape[:-1] + block.shape[:1], block.dtype)
+
+
+def _cotangent_hook_fwd(part, block):
+    return _cotangent_hook(part, block), (block, jnp.zeros((0,), part.dtype))
+
+
+def _cotangent_hook_bwd(residual, ct):
+    block, like = residual
+    return jnp.matmul(ct, block).astype(like.dtype), jnp.zeros_like(block)
+
+
+_cotangent_hook.defvjp(_cotangent_hook_fwd, _cotangent_hook_bwd)
 
 
 def _trace_factor(r, rel, layout, param_leaves):

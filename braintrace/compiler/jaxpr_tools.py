@@ -205,10 +205,12 @@ def inline_calls(eqns: Sequence[JaxprEqn], outvars: Sequence[Any]):
 # --------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------
-def evaluate_jaxpr(jaxpr: Jaxpr, const_values: Sequence[Any], args: Sequence[Any]) -> list:
+def evaluate_jaxpr(jaxpr: Jaxpr, const_values: Sequence[Any], args: Sequence[Any], override=None) -> list:
     """Evaluate a jaxpr from values of its constvars and invars (on arrays or tracers).
 
     The one evaluator of the compiler: equations are bound in order in a local ``env``.
+    ``override(eqn, invals, read)`` may return an equation's outputs computed another way
+    (same values), or None to bind it as usual; ``read(atom)`` gives any value computed so far.
     """
     env = dict(zip(jaxpr.constvars, const_values, strict=True))
     env.update(zip(jaxpr.invars, args, strict=True))
@@ -217,7 +219,10 @@ def evaluate_jaxpr(jaxpr: Jaxpr, const_values: Sequence[Any], args: Sequence[Any
         return atom.val if isinstance(atom, Literal) else env[atom]
 
     for eqn in jaxpr.eqns:
-        outs = bind_equation(eqn, [read(a) for a in eqn.invars])
+        invals = [read(a) for a in eqn.invars]
+        outs = None if override is None else override(eqn, invals, read)
+        if outs is None:
+            outs = bind_equation(eqn, invals)
         for v, value in zip(eqn.outvars, outs, strict=True):
             if not is_drop_var(v):
                 env[v] = value

@@ -38,6 +38,20 @@ def _kinds(learner):
                   for f in learner._compiled.factors.factors)
 
 
+def test_gru_input_cotangents_read_transposed_row_blocks():
+    """The reset gate's same-step gradient needs the ``r*h`` part of ``ct @ Whᵀ``; the signal ``ct @ W_outᵀ``."""
+    learner = _learner(models.gru(3, 5, 2), "es_d_rtrl", decay_or_rank=0.9)
+    plan = learner._compiled.factors
+    paths = learner._compiled.layout.param_paths
+    blocks = {paths[t.param_slot]: [(start, stop) for _, start, stop in t.parts] for t in plan.transposed}
+    assert blocks == {("cell", "Wh", "weight"): [(0, 3), (3, 8)], ("out", "weight"): [(0, 5)]}
+    values = plan.transposed_weights(learner._compiled.layout.split(
+        [jax.tree.leaves(st.value) for st in learner._current_states()])[0])
+    wh = learner.model.cell.Wh.weight.value["weight"]
+    np.testing.assert_array_equal(values[[paths[t.param_slot] for t in plan.transposed].index(
+        ("cell", "Wh", "weight"))][1], wh[3:8].T)
+
+
 def test_lstm_gates_share_one_stacked_input():
     learner = _learner(models.lstm(3, 5, 2), "es_d_rtrl", decay_or_rank=0.9)
     groups = learner._compiled.factors.groups()
@@ -165,21 +179,28 @@ def test_auto_window_is_memory_bounded():
 
 
 def test_stacked_pairs_memory_is_bounded_and_flat_in_length():
-    """The stacked pairs add about half the factored weights' size, whatever T.
+    """The windowed path adds about half the factored weights plus one transposed weight copy.
 
-    Measured (GRU 32→256→8, batch 16, T=200): 1,641,820 bytes per step, 2,089,636 with K=4:
-    418 KB of stacked pairs plus ~30 KB of loop bookkeeping.
+    Measured (GRU 32→256→8, batch 16, T=200): 1,641,820 bytes per step; 2,359,988 with K=4:
+    418 KB of stacked pairs, 296 KB of transposed row blocks (``Whᵀ`` for the reset gate's
+    same-step gradient, the readout's ``Wᵀ`` for the learning signal), ~30 KB bookkeeping.
+    The same at T=1000.
     """
+    learner = _learner(models.gru(32, 256, 8), "es_d_rtrl", batch=16, n_in=32, decay_or_rank=0.9)
+
     def memory(window, length=200):
-        learner = _learner(models.gru(32, 256, 8), "es_d_rtrl", batch=16, n_in=32, decay_or_rank=0.9)
+        learner.reset_state()
         xs = jax.ShapeDtypeStruct((length, 16, 32), jnp.float32)
         fn = lambda xs: learner.etrace_grad(xs, step_fn=lambda x: squared_loss(learner(x)),  # noqa: E731
                                             gradient_window=window)
         stats = brainstate.transform.jit(fn).lower(xs).compile().memory_analysis()
         return stats.temp_size_in_bytes + stats.output_size_in_bytes
 
+    plan = learner._compiled.factors
     weights = 3 * (288 * 256 + 256) * 4
-    assert memory("auto") <= memory(1) + weights / 2 + 64 * 1024
+    transposed = sum((stop - start) * t.w_var.aval.shape[1] * 4 for t in plan.transposed for _, start, stop in t.parts)
+    assert transposed == (288 * 256 + 256 * 8) * 4
+    assert memory("auto") <= memory(1) + weights / 2 + transposed + 64 * 1024
     assert memory("auto", 1000) <= memory("auto", 200) * 1.05 + 4096
 
 
