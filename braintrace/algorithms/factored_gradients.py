@@ -25,7 +25,13 @@ Which weights qualify (:func:`plan_factors`):
 * a *same-step* pair: a ParamState leaf read by exactly one equation of the perturbed step
   that carries a gradient to the step outputs, that equation being such a plain dense
   ``etp_matmul`` reading the leaf itself as its weight. Its ``∂L/∂y`` comes from a zero *tap*
-  added to the op output (:func:`tapped_step`).
+  added to the op output (``_tapped_jaxpr``).
+
+The factored step also computes the input cotangent ``ct @ Wᵀ`` of live dense ops from row
+blocks of ``Wᵀ`` that the driver transposes once per sequence (:class:`TransposedWeight`):
+one block per concatenated input part, so a dead part (the data input of ``[x, r*h]``) costs
+nothing. Memory: the stacked pairs (a constant in ``T``) and one transposed copy of those
+weights.
 """
 
 from __future__ import annotations
