@@ -237,20 +237,12 @@ def _transposed_weights(graph, layout, param_leaves) -> tuple:
     The weight operand must be a ParamState leaf or its ``stop_gradient`` (the detached copy
     in a perturbed step's cross-group duplicate).
     """
-    jaxpr = graph.hidden_perturb.perturb_jaxpr
-    eqns = list(jaxpr.eqns)
-    main = {jaxpr.outvars[i] for i in layout.main_output_positions if is_var(jaxpr.outvars[i])}
-    carries_gradient = lambda e: e.primitive is not P.stop_gradient_p  # noqa: E731
-    minfo = graph.module_info
-    leaf_of_var = {}
-    for slot, path in enumerate(layout.param_paths):
-        for leaf, var in enumerate(minfo.weight_path_to_invars.get(path, ())):
-            leaf_of_var[var] = (slot, leaf)
+    eqns, main, leaf_of_var = _perturbed_step(graph, layout)
     for e in eqns:  # a detached weight: stop_gradient(W)
         if e.primitive is P.stop_gradient_p and is_var(e.invars[0]) and e.invars[0] in leaf_of_var:
             leaf_of_var[e.outvars[0]] = leaf_of_var[e.invars[0]]
     sources = set(leaf_of_var) | set(graph.hidden_perturb.perturb_vars)
-    gradient_carrying = forward_closure(sources, eqns, crosses=carries_gradient)
+    gradient_carrying = forward_closure(sources, eqns, crosses=_carries_gradient)
     producers = {v: e for e in eqns for v in e.outvars if is_var(v)}
     out = []
     for eqn in eqns:
@@ -261,7 +253,7 @@ def _transposed_weights(graph, layout, param_leaves) -> tuple:
             continue
         if len(w.aval.shape) != 2 or not jnp.issubdtype(w.aval.dtype, jnp.floating):
             continue
-        if not forward_closure([eqn.outvars[0]], eqns, crosses=carries_gradient) & main:
+        if not forward_closure([eqn.outvars[0]], eqns, crosses=_carries_gradient) & main:
             continue  # the op's output carries no gradient: its input cotangent is dead
         slot, leaf = leaf_of_var[w]
         out.append(TransposedWeight(x, w, slot, leaf, _input_parts(x, producers.get(x))))
@@ -353,16 +345,23 @@ def _trace_factor(r, rel, layout, param_leaves):
     return Factor("trace", r, slot, leaf, x_shape, y_shape, dtype, bias, share=rel.x_var)
 
 
-def _same_step_factors(graph, layout, param_leaves):
+def _carries_gradient(eqn) -> bool:
+    return eqn.primitive is not P.stop_gradient_p
+
+
+def _perturbed_step(graph, layout) -> tuple:
+    """``(equations, main output vars, {ParamState leaf var: (slot, leaf)})`` of the perturbed step."""
     jaxpr = graph.hidden_perturb.perturb_jaxpr
-    eqns = list(jaxpr.eqns)
     main = {jaxpr.outvars[i] for i in layout.main_output_positions if is_var(jaxpr.outvars[i])}
-    carries_gradient = lambda e: e.primitive is not P.stop_gradient_p  # noqa: E731
-    minfo = graph.module_info
     leaf_of_var = {}
     for slot, path in enumerate(layout.param_paths):
-        for leaf, var in enumerate(minfo.weight_path_to_invars.get(path, ())):
+        for leaf, var in enumerate(graph.module_info.weight_path_to_invars.get(path, ())):
             leaf_of_var[var] = (slot, leaf)
+    return list(jaxpr.eqns), main, leaf_of_var
+
+
+def _same_step_factors(graph, layout, param_leaves):
+    eqns, main, leaf_of_var = _perturbed_step(graph, layout)
 
     def only_live_reader(var):
         """The one equation reading ``var`` whose outputs carry a gradient to the outputs, or None."""
@@ -370,7 +369,7 @@ def _same_step_factors(graph, layout, param_leaves):
             return None
         readers = [i for i, e in enumerate(eqns) if any(is_var(a) and a is var for a in e.invars)]
         live = [i for i in readers
-                if forward_closure([v for v in eqns[i].outvars if is_var(v)], eqns, crosses=carries_gradient) & main]
+                if forward_closure([v for v in eqns[i].outvars if is_var(v)], eqns, crosses=_carries_gradient) & main]
         return live[0] if len(live) == 1 else None
 
     out = []
