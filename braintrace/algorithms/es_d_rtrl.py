@@ -91,6 +91,26 @@ def input_slots(graph) -> list:
     return by_relation
 
 
+#: Up to this many stacked states, :func:`_contract_states` is unrolled into multiply-adds.
+_UNROLLED_STATES = 8
+
+
+def _contract_states(trace, signal):
+    """``Σ_s trace[..., s] · signal[..., s]`` over the stacked-state axis.
+
+    For a few states (LSTM ``h``/``c``) this is unrolled: XLA:CPU runs a reduction over a
+    trailing axis of 2 as a separate reduce, about 3 ms per 200 steps for a (16, 256, 2)
+    trace (four per LSTM step, issue 14's profile), while the multiply-adds fuse.
+    """
+    n = trace.shape[-1]
+    if n > _UNROLLED_STATES:
+        return jnp.sum(trace * signal, axis=-1)
+    out = trace[..., 0] * signal[..., 0]
+    for k in range(1, n):
+        out = out + trace[..., k] * signal[..., k]
+    return out
+
+
 def _input_representation(rel, x):
     return etp_rule_of(rel.primitive).input_representation(x, rel.eqn_params)
 
@@ -166,8 +186,8 @@ class IODimRule(TraceRule):
         correction = self._correction(step)
         s = None
         for group in rel.hidden_groups:
-            part = jnp.sum(state.outputs[TraceKey(relation_index, group.index)] * signals[group.index],
-                           axis=-1) / correction
+            part = _contract_states(state.outputs[TraceKey(relation_index, group.index)],
+                                    signals[group.index]) / correction
             s = part if s is None else s + part
         return state.inputs[slot], s
 
@@ -184,7 +204,7 @@ class IODimRule(TraceRule):
                 if slot is None:
                     contribution = rule.trace_contract(trace, signal, q.effective[r], rel.eqn_params)
                 else:
-                    s = jnp.sum(trace * signal, axis=-1) / correction
+                    s = _contract_states(trace, signal) / correction
                     contribution = rule.io_gradient(state.inputs[slot], s, q.effective[r], rel.eqn_params,
                                                     tuple(group.varshape))
                 for name, g in contribution.items():
