@@ -357,7 +357,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
         def bwd(residual, cotangents):
             # Traced when the gradient is taken; a data-parallel learner keeps its trace
             # contractions shard-local (see ops.matmul.batch_sharded_traces).
-            with batch_sharded_traces(self._placement is not None and self._placement.num_shards > 1):
+            with batch_sharded_traces(self._data_parallel):
                 return bwd_body(residual, cotangents)
 
         def bwd_body(residual, cotangents):
@@ -402,6 +402,11 @@ class ETraceAlgorithm(brainstate.nn.Module):
         step_fn = jax.custom_vjp(primal)
         step_fn.defvjp(fwd, bwd)
         return step_fn
+
+    @property
+    def _data_parallel(self) -> bool:
+        """Whether the batch axis is sharded over more than one device."""
+        return self._placement is not None and self._placement.num_shards > 1
 
     def _accumulate(self, grads, per_relation, params, temps) -> None:
         """Add per-relation effective-input gradients into per-leaf parameter gradients."""

@@ -141,7 +141,7 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: i
     compiled = learner._compiled
     plan, window = factored_gradients.choose_window(compiled.factors, gradient_window, length)
     # A multi-step learner runs every call as a window (windows.py), which has no sinks.
-    factored = (window > 1 and chunk is None and not learner.vmap and not _data_parallel(learner)
+    factored = (window > 1 and chunk is None and not learner.vmap and not learner._data_parallel
                 and learner.options.vjp_method != "multi-step")
     transposed = ()
     if factored and plan.transposed:
@@ -224,11 +224,6 @@ def _windowed_scan(window_body, init, xs, length: int, window: int):
     if len(parts) == 1:
         return carry, parts[0]
     return carry, jax.tree.map(lambda a, b: jnp.concatenate([a, b]), *parts)
-
-
-def _data_parallel(learner) -> bool:
-    placement = getattr(learner, "_placement", None)
-    return placement is not None and placement.num_shards > 1
 
 
 def _selected_weights(learner, weights) -> dict:

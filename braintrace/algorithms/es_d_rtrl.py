@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from ..ops.primitive import etp_rule_of
 from .base import ETraceAlgorithm
 from .d_rtrl import roll_param_trace, zero_param_trace
-from .executor import apply_jacobian
+from .executor import _UNROLLED_JACOBIAN_STATES, apply_jacobian
 from .options import DEFAULT_SNAP_MAX_JACOBIAN_ELEMENTS
 from .trace_rule import TraceKey, TraceRule
 
@@ -91,10 +91,6 @@ def input_slots(graph) -> list:
     return by_relation
 
 
-#: Up to this many stacked states, :func:`_contract_states` is unrolled into multiply-adds.
-_UNROLLED_STATES = 8
-
-
 def _contract_states(trace, signal):
     """``Σ_s trace[..., s] · signal[..., s]`` over the stacked-state axis.
 
@@ -103,7 +99,7 @@ def _contract_states(trace, signal):
     trace (four per LSTM step, issue 14's profile), while the multiply-adds fuse.
     """
     n = trace.shape[-1]
-    if n > _UNROLLED_STATES:
+    if n > _UNROLLED_JACOBIAN_STATES:  # the bound apply_jacobian unrolls up to
         return jnp.sum(trace * signal, axis=-1)
     out = trace[..., 0] * signal[..., 0]
     for k in range(1, n):

@@ -27,6 +27,7 @@ from .._array_repr import describe_tree
 from ..compiler.graph import ETraceGraph
 from ..compiler.jaxpr_tools import evaluate_jaxpr
 from ..ops.primitive import etp_rule_of
+from .factored_gradients import transposed_override
 from .state_layout import StateLayout  # noqa: F401  (re-exported: executor.StateLayout)
 
 __all__ = ["StepQuantities", "VarValues", "run_step", "step_quantities", "op_inputs",
@@ -140,13 +141,9 @@ def run_step(graph: ETraceGraph, layout: StateLayout, arg_leaves, param_leaves, 
     perturb = graph.hidden_perturb
     out_positions = layout.main_output_positions
     zeros = [jnp.zeros(v.aval.shape, v.aval.dtype) for v in perturb.perturb_vars]
-    tapped = None if factors is None else factors.tapped_jaxpr
-    override = None
-    if factors is not None and factors.transposed:
-        from .factored_gradients import transposed_override
-
-        tapped = factors.step_jaxpr
-        override = transposed_override(factors, transposed)
+    factored = factors is not None and bool(factors.taps or factors.transposed)
+    tapped = factors.step_jaxpr if factored else None
+    override = transposed_override(factors, transposed) if factored and factors.transposed else None
     n_outs = len(perturb.perturb_jaxpr.outvars)
 
     invars = list(minfo.closed_jaxpr.invars)

@@ -243,8 +243,7 @@ def build_window_step(learner):
 
     def bwd(residual, cotangents):
         # As in the single-step learner: shard-local trace contractions under data parallelism.
-        placement = learner._placement
-        with batch_sharded_traces(placement is not None and placement.num_shards > 1):
+        with batch_sharded_traces(learner._data_parallel):
             return bwd_body(residual, cotangents)
 
     def bwd_body(residual, cotangents):
