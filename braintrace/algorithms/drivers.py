@@ -97,8 +97,8 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: i
         as one matrix product (the same sum in another order; see
         :mod:`braintrace.algorithms.factored_gradients`). ``'auto'`` picks the longest window
         (at most 32 steps) whose stacked factors take at most half the memory of the dense
-        gradients they replace (a constant in ``T``), or 1 where none does; ``1`` keeps one
-        product per step (the least memory).
+        gradients they replace (a constant in ``T``), or 1 where that window would be shorter
+        than 4 steps; ``1`` keeps one product per step (the least memory).
 
     Returns
     -------
