@@ -98,7 +98,8 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: i
         :mod:`braintrace.algorithms.factored_gradients`). ``'auto'`` picks the longest window
         (at most 32 steps) whose stacked factors take at most half the memory of the dense
         gradients they replace (a constant in ``T``), or 1 where that window would be shorter
-        than 4 steps; ``1`` keeps one product per step (the least memory).
+        than 4 steps (narrow pairs, such as a readout, are then summed per step); ``1`` keeps
+        one product per step (the least memory).
 
     Returns
     -------
@@ -143,6 +144,7 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: i
     # A multi-step learner runs every call as a window (windows.py), which has no sinks.
     factored = (window > 1 and chunk is None and not learner.vmap and not learner._data_parallel
                 and learner.options.vjp_method != "multi-step")
+    per_step = factored_gradients.per_step_groups(plan, window) if factored else ()
     transposed = ()
     if factored and plan.transposed:
         # Made here, outside the loop, so XLA cannot fold the transpose back into the product.
@@ -175,7 +177,11 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: i
         if factored:
             (grads, pairs), (loss, aux) = brainstate.transform.grad(
                 masked_loss, grad_states=weights, argnums=0, has_aux=True)(plan.zero_sinks())
-            return jax.tree.map(jnp.add, acc, grads), (loss, aux, pairs)
+            acc = jax.tree.map(jnp.add, acc, grads)
+            if any(per_step):  # narrow pairs (a readout) are summed now, not stacked
+                acc = factored_gradients.add_window(
+                    plan, compiled.layout, acc, [p if now else None for p, now in zip(pairs, per_step)])
+            return acc, (loss, aux, tuple(None if now else p for p, now in zip(pairs, per_step)))
         grads, (loss, aux) = brainstate.transform.grad(masked_loss, grad_states=weights, has_aux=True)()
         acc = jax.tree.map(jnp.add, acc, grads)
         return acc, (loss, aux)

@@ -48,7 +48,7 @@ from ..compiler.jaxpr_tools import forward_closure, is_var, make_eqn
 from ..ops.matmul import etp_matmul_p
 
 __all__ = ["Factor", "FactorPlan", "plan_factors", "choose_window", "memory_neutral_window", "add_window",
-           "group_cotangent", "MAX_WINDOW", "MIN_AUTO_WINDOW"]
+           "group_cotangent", "per_step_groups", "MAX_WINDOW", "MIN_AUTO_WINDOW", "NARROW_WIDTH"]
 
 #: The longest window the automatic choice uses.
 MAX_WINDOW = 32
@@ -56,6 +56,10 @@ MAX_WINDOW = 32
 #: B=16, T=200: K=2 5%, K=4 14% faster than one product per step) for their stacked pairs'
 #: memory, so 'auto' keeps the per-step product there.
 MIN_AUTO_WINDOW = 4
+#: A pair whose ``I`` or ``ΣO`` is at most this is *narrow* (a readout to a few outputs):
+#: its product is summed as broadcast multiply-adds, which XLA:CPU runs 2-3x faster than the
+#: dot it would otherwise lower to (a ``(B·K)ᵀ`` contraction with 8 output columns).
+NARROW_WIDTH = 16
 
 
 class Factor(NamedTuple):
@@ -441,17 +445,22 @@ def choose_window(plan: FactorPlan, requested, length: int) -> tuple[FactorPlan,
 
     ``'auto'`` keeps the factors whose :func:`memory_neutral_window` is at least
     :data:`MIN_AUTO_WINDOW` and uses the shortest of those windows, preferring a divisor of
-    ``length`` of at least half of it (no remainder window to compile); an int ``K >= 2``
-    stacks every factor over ``K`` steps; ``1`` stacks none. A window of 1 means no factors.
+    ``length`` of at least half of it (no remainder window to compile); with those it also
+    keeps the other narrow groups (:data:`NARROW_WIDTH`), which :func:`per_step_groups` sums
+    at every step (no stacked memory). An int ``K >= 2`` stacks every factor over ``K`` steps; ``1``
+    keeps no factors (one product per step, inside the step's backward pass).
     """
     if requested != "auto" and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
         raise ValueError(f"`gradient_window` must be 'auto' or a positive int; got {requested!r}.")
     if requested == "auto":
         windows = {f: memory_neutral_window(g) for g in plan.groups() for f in g}
-        chosen = plan.subset(lambda f: windows[f] >= MIN_AUTO_WINDOW)
-        if not chosen.factors:
-            return chosen, 1
-        k = min(min(windows[f] for f in chosen.factors), length)
+        narrow = {f for g in plan.groups() if _is_narrow(g) for f in g}
+        chosen = plan.subset(lambda f: windows[f] >= MIN_AUTO_WINDOW or f in narrow)
+        # (``subset`` renumbers same-step factors, so the windows are read off the plan.)
+        stacked = [windows[f] for f in plan.factors if windows[f] >= MIN_AUTO_WINDOW]
+        if not stacked:  # narrow pairs alone do not pay for the factored step's transposed weights
+            return plan.subset(lambda f: False), 1
+        k = min(min(stacked), length)
         for d in range(k, (k + 1) // 2 - 1, -1):
             if length % d == 0:
                 k = d
@@ -463,21 +472,43 @@ def choose_window(plan: FactorPlan, requested, length: int) -> tuple[FactorPlan,
     return plan, k
 
 
+def _is_narrow(group) -> bool:
+    return min(group[0].x_shape[-1], _group_s_shape(group)[-1]) <= NARROW_WIDTH
+
+
+def per_step_groups(plan: FactorPlan, window: int) -> tuple:
+    """Per group of ``plan``: summed at every step (True) rather than stacked over the window.
+
+    A narrow group (:data:`NARROW_WIDTH`) that :func:`memory_neutral_window` would not stack
+    over ``window`` steps: its pairs would cost more memory than its gradient.
+    """
+    return tuple(_is_narrow(g) and memory_neutral_window(g) < max(window, MIN_AUTO_WINDOW)
+                 for g in plan.groups())
+
+
 def add_window(plan: FactorPlan, layout, grads: dict, stacked) -> dict:
-    """``grads`` (by ParamState path) plus ``Σ x_kᵀ s_k`` of every stacked group ``(K, *lead, ·)``."""
+    """``grads`` (by ParamState path) plus ``Σ x_kᵀ s_k`` of every stacked group ``(K, *lead, ·)``.
+
+    A group given as None is skipped (summed per step). Called with one step's pairs
+    ``(*lead, ·)`` it adds that step's products.
+    """
     grads = dict(grads)
     previous = None
-    for group, (xs, ss) in zip(plan.groups(), stacked, strict=True):
+    for group, pair in zip(plan.groups(), stacked, strict=True):
         wanted = [layout.param_paths[f.param_slot] in grads for f in group]
-        if not any(wanted):  # none among the differentiated weights
+        if pair is None or not any(wanted):  # summed per step, or none among the differentiated weights
             continue
+        xs, ss = pair
         x = xs.reshape(-1, xs.shape[-1])
         s = ss.reshape(-1, ss.shape[-1])
-        if previous is not None:
-            # One product at a time: XLA would otherwise run the groups' products side by
-            # side, each with a temporary as large as its weight (GRU N=256: 2.36 -> 2.10 MB).
-            x, s, _ = jax.lax.optimization_barrier((x, s, previous))
-        product = jax.lax.dot_general(x, s, (((0,), (0,)), ((), ())), preferred_element_type=group[0].dtype)
+        if _is_narrow(group):
+            product = jnp.sum(x[:, :, None] * s[:, None, :], axis=0, dtype=group[0].dtype)
+        else:
+            if previous is not None:
+                # One product at a time: XLA would otherwise run the groups' products side by
+                # side, each with a temporary as large as its weight (GRU N=256: 2.36 -> 2.10 MB).
+                x, s, _ = jax.lax.optimization_barrier((x, s, previous))
+            product = jax.lax.dot_general(x, s, (((0,), (0,)), ((), ())), preferred_element_type=group[0].dtype)
         start = 0
         for factor, want in zip(group, wanted, strict=True):
             width = factor.s_shape[-1]
@@ -487,7 +518,8 @@ def add_window(plan: FactorPlan, layout, grads: dict, stacked) -> dict:
                 continue
             path = layout.param_paths[factor.param_slot]
             grads[path] = _add_to_leaf(grads[path], factor.leaf, product[:, columns])
-            previous = jax.tree.leaves(grads[path])[factor.leaf]
+            if not _is_narrow(group):
+                previous = jax.tree.leaves(grads[path])[factor.leaf]
             if factor.bias is not None:
                 bias_path = layout.param_paths[factor.bias[0]]
                 if bias_path in grads:

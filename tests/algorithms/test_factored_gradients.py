@@ -171,7 +171,10 @@ def test_auto_window_is_memory_bounded():
     # same-step pair); the 256→8 readout is not worth stacking.
     assert windows == {("Wz",): 4, ("Wh",): 4, ("Wr",): 4, ("weight",): 0}
     plan, k = factored_gradients.choose_window(learner._compiled.factors, "auto", 200)
-    assert k == 4 and len(plan.factors) == 3
+    # Wz, Wh, Wr stacked over 4 steps; the narrow readout (8 outputs) summed at every step.
+    assert k == 4 and len(plan.factors) == 4
+    assert factored_gradients.per_step_groups(plan, k) == tuple(
+        paths[g[0].param_slot][1] == "weight" for g in plan.groups())
     plan, k = factored_gradients.choose_window(learner._compiled.factors, "auto", 99)
     assert k == 3  # the divisor of 99 in [2, 4] closest to 4 (no remainder window)
     tiny = _learner(models.gru(3, 5, 2), "es_d_rtrl", decay_or_rank=0.9)
@@ -182,6 +185,20 @@ def test_auto_window_is_memory_bounded():
     (group,) = [g for g in small._compiled.factors.groups() if g[0].x_shape[-1] == 160]
     assert factored_gradients.memory_neutral_window(group) == 2
     assert factored_gradients.choose_window(small._compiled.factors, "auto", 200)[1] == 1
+
+
+def test_auto_window_with_per_step_narrow_pairs_equals_per_step_gradients():
+    """'auto' on a GRU 32→256→8: three stacked pairs and the readout's pair summed per step
+    (broadcast multiply-adds instead of the dot); every gradient equals one product per step."""
+    learner = _learner(models.gru(32, 256, 8), "es_d_rtrl", batch=16, n_in=32, decay_or_rank=0.9)
+    xs = jax.random.normal(jax.random.PRNGKey(3), (13, 16, 32))  # K=4: three windows, a remainder of 1
+    expected = flat(_grads(learner, xs, 1))
+    got = flat(_grads(learner, xs, "auto"))
+    assert set(got) == set(expected)
+    for key in expected:
+        scale = float(jnp.max(jnp.abs(expected[key])))
+        assert scale > 0, key
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6 * scale, err_msg=str(key))
 
 
 def test_stacked_pairs_memory_is_bounded_and_flat_in_length():
