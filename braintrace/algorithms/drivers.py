@@ -98,8 +98,9 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: i
         :mod:`braintrace.algorithms.factored_gradients`). ``'auto'`` picks the longest window
         (at most 32 steps) whose stacked factors take at most half the memory of the dense
         gradients they replace (a constant in ``T``), or 1 where that window would be shorter
-        than 4 steps (narrow pairs, such as a readout, are then summed per step); ``1`` keeps
-        one product per step (the least memory).
+        than 4 steps; an int forces the window; ``1`` keeps one product per step (the least
+        memory). With a window, narrow pairs too small to stack (a readout to a few outputs)
+        are summed at every step.
 
     Returns
     -------

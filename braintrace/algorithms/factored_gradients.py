@@ -446,9 +446,10 @@ def choose_window(plan: FactorPlan, requested, length: int) -> tuple[FactorPlan,
     ``'auto'`` keeps the factors whose :func:`memory_neutral_window` is at least
     :data:`MIN_AUTO_WINDOW` and uses the shortest of those windows, preferring a divisor of
     ``length`` of at least half of it (no remainder window to compile); with those it also
-    keeps the other narrow groups (:data:`NARROW_WIDTH`), which :func:`per_step_groups` sums
-    at every step (no stacked memory). An int ``K >= 2`` stacks every factor over ``K`` steps; ``1``
-    keeps no factors (one product per step, inside the step's backward pass).
+    keeps the other narrow groups (:data:`NARROW_WIDTH`). An int ``K >= 2`` keeps every
+    factor over ``K`` steps; ``1`` keeps no factors (one product per step, inside the step's
+    backward pass). Either way the kept narrow groups that :func:`per_step_groups` names are
+    summed at every step instead of stacked (no stacked memory).
     """
     if requested != "auto" and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
         raise ValueError(f"`gradient_window` must be 'auto' or a positive int; got {requested!r}.")
@@ -501,7 +502,8 @@ def add_window(plan: FactorPlan, layout, grads: dict, stacked) -> dict:
         xs, ss = pair
         x = xs.reshape(-1, xs.shape[-1])
         s = ss.reshape(-1, ss.shape[-1])
-        if _is_narrow(group):
+        narrow = _is_narrow(group)
+        if narrow:
             product = jnp.sum(x[:, :, None] * s[:, None, :], axis=0, dtype=group[0].dtype)
         else:
             if previous is not None:
@@ -518,7 +520,7 @@ def add_window(plan: FactorPlan, layout, grads: dict, stacked) -> dict:
                 continue
             path = layout.param_paths[factor.param_slot]
             grads[path] = _add_to_leaf(grads[path], factor.leaf, product[:, columns])
-            if not _is_narrow(group):
+            if not narrow:
                 previous = jax.tree.leaves(grads[path])[factor.leaf]
             if factor.bias is not None:
                 bias_path = layout.param_paths[factor.bias[0]]
