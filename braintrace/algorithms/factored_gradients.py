@@ -52,10 +52,11 @@ __all__ = ["Factor", "FactorPlan", "plan_factors", "choose_window", "memory_neut
 
 #: The longest window the automatic choice uses.
 MAX_WINDOW = 32
-#: The shortest window the automatic choice uses. Shorter windows buy little (Elman N=128,
-#: B=16, T=200: K=2 5%, K=4 14% faster than one product per step) for their stacked pairs'
-#: memory, so 'auto' keeps the per-step product there.
-MIN_AUTO_WINDOW = 4
+#: The shortest window the automatic choice uses. Shorter windows buy little for their
+#: stacked pairs' memory (Elman N=128, B=16, T=200: K=4 14% faster than one product per step,
+#: for 34% more memory; GRU N=256: K=8 7-10% faster than K=4), so 'auto' keeps the per-step
+#: product below it.
+MIN_AUTO_WINDOW = 8
 #: A pair whose ``I`` or ``ΣO`` is at most this is *narrow* (a readout to a few outputs):
 #: its product is summed as broadcast multiply-adds, which XLA:CPU runs 2-3x faster than the
 #: dot it would otherwise lower to (a ``(B·K)ᵀ`` contraction with 8 output columns).
@@ -426,10 +427,10 @@ def _tapped_jaxpr(jaxpr, taps):
 
 
 def memory_neutral_window(group) -> int:
-    """The longest window whose stacked pairs need at most half the dense gradients' memory.
+    """The longest window whose stacked pairs need at most the dense gradients' memory.
 
     For a group of factors sharing one ``x`` (a single factor is a group of one):
-    ``2·K·lead·(I + ΣO) <= I·ΣO``, at most :data:`MAX_WINDOW`; below
+    ``K·lead·(I + ΣO) <= I·ΣO``, at most :data:`MAX_WINDOW`; below
     :data:`MIN_AUTO_WINDOW` the automatic choice does not stack the group. The stacked pairs
     are the memory windowing adds (a constant in ``T``): :func:`add_window` runs the window
     products one after another, so one product temporary is live at a time.
@@ -437,7 +438,7 @@ def memory_neutral_window(group) -> int:
     group = (group,) if isinstance(group, Factor) else tuple(group)
     lead = max(1, math.prod(group[0].x_shape[:-1]))
     i, o = group[0].x_shape[-1], sum(f.s_shape[-1] for f in group)
-    return min(MAX_WINDOW, (i * o) // (2 * lead * (i + o)))
+    return min(MAX_WINDOW, (i * o) // (lead * (i + o)))
 
 
 def choose_window(plan: FactorPlan, requested, length: int) -> tuple[FactorPlan, int]:

@@ -162,28 +162,29 @@ def test_es_scale_through_windowed_pairs():
 
 
 def test_auto_window_is_memory_bounded():
-    """'auto' stacks a pair over K steps only when 2·K·B·(I + O) <= I·O."""
+    """'auto' stacks a pair over K steps only when K·B·(I + O) <= I·O and K >= 8."""
     learner = _learner(models.gru(32, 256, 8), "es_d_rtrl", batch=16, n_in=32, decay_or_rank=0.9)
     paths = learner._compiled.layout.param_paths
     windows = {tuple(paths[f.param_slot][1] for f in g): factored_gradients.memory_neutral_window(g)
                for g in learner._compiled.factors.groups()}
-    # Wz reads [x, h] and Wh [x, r*h]: no shared x̄, each 288·256 // (2·16·544) = 4 (and Wr's
+    # Wz reads [x, h] and Wh [x, r*h]: no shared x̄, each 288·256 // (16·544) = 8 (and Wr's
     # same-step pair); the 256→8 readout is not worth stacking.
-    assert windows == {("Wz",): 4, ("Wh",): 4, ("Wr",): 4, ("weight",): 0}
+    assert windows == {("Wz",): 8, ("Wh",): 8, ("Wr",): 8, ("weight",): 0}
     plan, k = factored_gradients.choose_window(learner._compiled.factors, "auto", 200)
-    # Wz, Wh, Wr stacked over 4 steps; the narrow readout (8 outputs) summed at every step.
-    assert k == 4 and len(plan.factors) == 4
+    # Wz, Wh, Wr stacked over 8 steps; the narrow readout (8 outputs) summed at every step.
+    assert k == 8 and len(plan.factors) == 4
     assert factored_gradients.per_step_groups(plan, k) == tuple(
         paths[g[0].param_slot][1] == "weight" for g in plan.groups())
-    plan, k = factored_gradients.choose_window(learner._compiled.factors, "auto", 99)
-    assert k == 3  # the divisor of 99 in [2, 4] closest to 4 (no remainder window)
+    plan, k = factored_gradients.choose_window(learner._compiled.factors, "auto", 100)
+    assert k == 5  # the divisor of 100 in [4, 8] closest to 8 (no remainder window)
+    assert factored_gradients.choose_window(learner._compiled.factors, "auto", 99)[1] == 8  # none: a remainder
     tiny = _learner(models.gru(3, 5, 2), "es_d_rtrl", decay_or_rank=0.9)
     assert factored_gradients.choose_window(tiny._compiled.factors, "auto", 50)[1] == 1
-    # The memory benchmark's Elman 32→128: 160·128 // (2·16·288) = 2 < MIN_AUTO_WINDOW (4),
-    # so 'auto' keeps one product per step there (K=2 bought 5% for 15% more memory).
+    # The memory benchmark's Elman 32→128: 160·128 // (16·288) = 4 < MIN_AUTO_WINDOW (8),
+    # so 'auto' keeps one product per step there (K=4 bought 14% for 34% more memory).
     small = _learner(models.elman(32, 128, 4), "es_d_rtrl", batch=16, n_in=32, decay_or_rank=0.9)
     (group,) = [g for g in small._compiled.factors.groups() if g[0].x_shape[-1] == 160]
-    assert factored_gradients.memory_neutral_window(group) == 2
+    assert factored_gradients.memory_neutral_window(group) == 4
     assert factored_gradients.choose_window(small._compiled.factors, "auto", 200)[1] == 1
 
 
@@ -191,7 +192,7 @@ def test_auto_window_with_per_step_narrow_pairs_equals_per_step_gradients():
     """'auto' on a GRU 32→256→8: three stacked pairs and the readout's pair summed per step
     (broadcast multiply-adds instead of the dot); every gradient equals one product per step."""
     learner = _learner(models.gru(32, 256, 8), "es_d_rtrl", batch=16, n_in=32, decay_or_rank=0.9)
-    xs = jax.random.normal(jax.random.PRNGKey(3), (13, 16, 32))  # K=4: three windows, a remainder of 1
+    xs = jax.random.normal(jax.random.PRNGKey(3), (21, 16, 32))  # K=8: two windows, a remainder of 5
     expected = flat(_grads(learner, xs, 1))
     got = flat(_grads(learner, xs, "auto"))
     assert set(got) == set(expected)
@@ -206,8 +207,9 @@ def test_stacked_pairs_memory_is_bounded_and_flat_in_length():
 
     Measured (GRU 32→256→8, batch 16, T=200, temp + output bytes): 1,676,636 per step;
     2,359,988 with K=4 when the three window products ran side by side (each with its own
-    288×256 temporary); 2,098,612 with them run one after another (``add_window``). The stacks
-    are 418 KB, the transposed row blocks 303 KB (``Whᵀ`` for the reset gate's same-step
+    288×256 temporary); 2,098,612 with them run one after another (``add_window``); 2,524,636
+    with K=8 ('auto' since the stacks may take the dense gradients' memory). The K=8 stacks
+    are 836 KB, the transposed row blocks 303 KB (``Whᵀ`` for the reset gate's same-step
     gradient, the readout's ``Wᵀ`` for the learning signal). The same at T=1000.
     """
     learner = _learner(models.gru(32, 256, 8), "es_d_rtrl", batch=16, n_in=32, decay_or_rank=0.9)
@@ -223,7 +225,7 @@ def test_stacked_pairs_memory_is_bounded_and_flat_in_length():
     plan = learner._compiled.factors
     transposed = sum((stop - start) * t.w_var.aval.shape[1] * 4 for t in plan.transposed for _, start, stop in t.parts)
     assert transposed == (288 * 256 + 256 * 8) * 4
-    stacks = 4 * 16 * 3 * (288 + 256) * 4
+    stacks = 8 * 16 * 3 * (288 + 256) * 4
     one_product = 288 * 256 * 4
     # Sequential window products: at least one product temporary fewer than stacks +
     # transposed copies would add (side by side they exceeded this by ~260 KB).
