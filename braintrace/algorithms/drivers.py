@@ -96,7 +96,7 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: i
         such as a GRU reset gate or a readout) are stacked over this many steps and summed
         as one matrix product (the same sum in another order; see
         :mod:`braintrace.algorithms.factored_gradients`). ``'auto'`` picks the longest window
-        (at most 32 steps) whose stacked factors take at most the memory of the dense
+        (at most 16 steps) whose stacked factors take at most the memory of the dense
         gradients they replace (a constant in ``T``), or 1 where that window would be shorter
         than 8 steps; an int forces the window; ``1`` keeps one product per step (the least
         memory). With a window, narrow pairs too small to stack (a readout to a few outputs)
