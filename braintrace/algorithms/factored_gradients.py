@@ -447,9 +447,10 @@ def choose_window(plan: FactorPlan, requested, length: int) -> tuple[FactorPlan,
     """The factors to stack and the window length, for a sequence of ``length`` steps.
 
     ``'auto'`` keeps the factors whose :func:`memory_neutral_window` is at least
-    :data:`MIN_AUTO_WINDOW` and uses the shortest of those windows, preferring a divisor of
-    ``length`` of at least half of it (no remainder window to compile); with those it also
-    keeps the other narrow groups (:data:`NARROW_WIDTH`). An int ``K >= 2`` keeps every
+    :data:`MIN_AUTO_WINDOW` and uses the shortest of those windows (the whole sequence if
+    that is shorter), preferring a divisor of ``length`` down to half of it but not below
+    :data:`MIN_AUTO_WINDOW` (no remainder window to compile); with those it also keeps the
+    other narrow groups (:data:`NARROW_WIDTH`). An int ``K >= 2`` keeps every
     factor over ``K`` steps; ``1`` keeps no factors (one product per step, inside the step's
     backward pass). Either way the kept narrow groups that :func:`per_step_groups` names are
     summed at every step instead of stacked (no stacked memory).
@@ -465,7 +466,7 @@ def choose_window(plan: FactorPlan, requested, length: int) -> tuple[FactorPlan,
         if not stacked:  # narrow pairs alone do not pay for the factored step's transposed weights
             return plan.subset(lambda f: False), 1
         k = min(min(stacked), length)
-        for d in range(k, (k + 1) // 2 - 1, -1):
+        for d in range(k, max(MIN_AUTO_WINDOW, (k + 1) // 2) - 1, -1):
             if length % d == 0:
                 k = d
                 break

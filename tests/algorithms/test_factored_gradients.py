@@ -81,15 +81,22 @@ def test_gru_es_plan_has_trace_and_same_step_pairs():
     (lambda: models.gru(3, 5, 2), "ostl_recurrent", {}),
     (lambda: models.gru(3, 5, 2), "ostl_feedforward", {}),
     (lambda: models.gru(3, 5, 2), "uoro", {}),  # multi-step: every call is a window, no pairs
+    # Wide enough to stack (the small models' pairs are all narrow, summed per step):
+    (lambda: models.gru(20, 24, 2), "es_d_rtrl", {"decay_or_rank": 0.9}),
+    (lambda: models.lstm(20, 24, 2), "es_d_rtrl", {"decay_or_rank": 0.6}),
+    (lambda: models.gru(20, 24, 2), "d_rtrl", {}),
 ])
 def test_windowed_pairs_equal_per_step_gradients(model_fn, algorithm, options):
     brainstate.random.seed(1)
     model = model_fn()
-    learner = _learner(model, algorithm, **options)
+    n_in = getattr(getattr(model, "cell", None), "in_size", (3,))[-1]
+    learner = _learner(model, algorithm, n_in=n_in, **options)
     assert learner._compiled.factors.factors, "the model must have factorable weights"
-    xs = brainstate.random.randn(10, 3, 3)
+    xs = brainstate.random.randn(10, 3, n_in)
     dense = _grads(learner, xs, 1)
-    for window in (4, 10):  # two windows + a remainder of 2; one window of the whole sequence
+    # Two windows + a remainder of 2; one window of the whole sequence; a window longer than
+    # the sequence (one window of T); five windows of 2 (the carried stacks reused).
+    for window in (4, 10, 16, 2):
         windowed = _grads(learner, xs, window)
         assert_grads_close(dense, windowed, rtol=2e-5, atol=1e-6)
     # The pairs are live: zeroing them (a broken contraction) would change every factored weight.
@@ -99,10 +106,14 @@ def test_windowed_pairs_equal_per_step_gradients(model_fn, algorithm, options):
         assert float(jnp.max(jnp.abs(leaf))) > 1e-3, path
 
 
-def test_mask_aux_return_value_and_weight_subset():
+@pytest.mark.parametrize("n_in, n_hidden", [(3, 5), (20, 24)])  # narrow pairs only; stacked pairs
+def test_mask_aux_return_value_and_weight_subset(n_in, n_hidden):
     brainstate.random.seed(2)
-    learner = _learner(models.gru(3, 5, 2), "es_d_rtrl", decay_or_rank=0.8)
-    xs = brainstate.random.randn(9, 3, 3)
+    learner = _learner(models.gru(n_in, n_hidden, 2), "es_d_rtrl", n_in=n_in, decay_or_rank=0.8)
+    if n_hidden == 24:  # Wz, Wh and Wr are stacked, the readout summed per step
+        plan, _ = factored_gradients.choose_window(learner._compiled.factors, 4, 9)
+        assert sum(not now for now in factored_gradients.per_step_groups(plan, 4)) == 3
+    xs = brainstate.random.randn(9, 3, n_in)
     mask = jnp.asarray([1, 0, 1, 1, 0.5, 1, 0, 1, 1], jnp.float32)
     subset = [learner.model.cell.Wr.weight, learner.model.cell.Wz.weight]
 
@@ -175,9 +186,21 @@ def test_auto_window_is_memory_bounded():
     assert k == 8 and len(plan.factors) == 4
     assert factored_gradients.per_step_groups(plan, k) == tuple(
         paths[g[0].param_slot][1] == "weight" for g in plan.groups())
-    plan, k = factored_gradients.choose_window(learner._compiled.factors, "auto", 100)
-    assert k == 5  # the divisor of 100 in [4, 8] closest to 8 (no remainder window)
-    assert factored_gradients.choose_window(learner._compiled.factors, "auto", 99)[1] == 8  # none: a remainder
+    # No divisor of 100 or 99 in [8, 8]: K=8 and a remainder window; shorter sequences: one window.
+    assert factored_gradients.choose_window(learner._compiled.factors, "auto", 100)[1] == 8
+    assert factored_gradients.choose_window(learner._compiled.factors, "auto", 99)[1] == 8
+    assert factored_gradients.choose_window(learner._compiled.factors, "auto", 5)[1] == 5
+    # Batch 1: 288·256 // 544 = 135, capped at MAX_WINDOW (16); a divisor of T in [8, 16] preferred.
+    single = _learner(models.gru(32, 256, 8), "es_d_rtrl", batch=1, n_in=32, decay_or_rank=0.9)
+    wide = [g for g in single._compiled.factors.groups() if g[0].x_shape[-1] == 288]
+    assert [factored_gradients.memory_neutral_window(g) for g in wide] == [16, 16, 16]
+    assert [factored_gradients.choose_window(single._compiled.factors, "auto", t)[1] for t in (160, 200, 99, 97)] == [
+        16, 10, 11, 16]
+    # A window of 7 (Elman 16→24 at batch 2: 40·24 // (2·64)) is below MIN_AUTO_WINDOW: per step.
+    seven = _learner(models.elman(16, 24, 2), "es_d_rtrl", batch=2, n_in=16, decay_or_rank=0.9)
+    (group,) = [g for g in seven._compiled.factors.groups() if g[0].x_shape[-1] == 40]
+    assert factored_gradients.memory_neutral_window(group) == 7
+    assert factored_gradients.choose_window(seven._compiled.factors, "auto", 200)[1] == 1
     tiny = _learner(models.gru(3, 5, 2), "es_d_rtrl", decay_or_rank=0.9)
     assert factored_gradients.choose_window(tiny._compiled.factors, "auto", 50)[1] == 1
     # The memory benchmark's Elman 32→128: 160·128 // (16·288) = 4 < MIN_AUTO_WINDOW (8),
