@@ -60,8 +60,9 @@ MAX_WINDOW = 16
 #: product below it.
 MIN_AUTO_WINDOW = 8
 #: A pair whose ``I`` or ``ΣO`` is at most this is *narrow* (a readout to a few outputs):
-#: its product is summed as broadcast multiply-adds, which XLA:CPU runs 2-3x faster than the
-#: dot it would otherwise lower to (a ``(B·K)ᵀ`` contraction with 8 output columns).
+#: its product is summed as broadcast multiply-adds, which XLA:CPU ran about 1.8x faster than
+#: the dot it would otherwise lower to (a ``(B·K)ᵀ`` contraction with 8 output columns; 0.58
+#: against 1.03 ms per 200 steps of a 256 → 8 readout at B=16, measured in isolation).
 NARROW_WIDTH = 16
 
 
