@@ -50,8 +50,27 @@ def main(argv=None):
     for title, fn, fn_args in sections:
         parts.append(f"## {title}\n\n{_capture(fn, fn_args)}\n")
     parts.append("![memory vs sequence length](memory.png)\n")
-    pathlib.Path(args.output).write_text("\n".join(parts))
+    output = pathlib.Path(args.output)
+    existing = output.read_text() if output.exists() else ""
+    output.write_text(merge_results("\n".join(parts), existing))
     print(f"wrote {args.output}")
+
+
+#: Everything from this line on in ``results.md`` is written by hand (profiles, the issue
+#: write-ups, grids run with other options) and survives ``python -m benchmarks``.
+KEEP_MARKER = "<!-- Sections below are kept by `python -m benchmarks`; it regenerates only those above. -->"
+
+
+def merge_results(generated: str, existing: str) -> str:
+    """``generated`` followed by the part of ``existing`` from :data:`KEEP_MARKER` on.
+
+    Without the marker in ``existing`` the result is ``generated`` and the marker.
+
+    >>> merge_results("# new", "# old\\n" + KEEP_MARKER + "\\n## kept").splitlines()[-1]
+    '## kept'
+    """
+    kept = existing[existing.index(KEEP_MARKER):] if KEEP_MARKER in existing else KEEP_MARKER + "\n"
+    return generated.rstrip("\n") + "\n\n" + kept
 
 
 if __name__ == "__main__":

@@ -93,3 +93,34 @@ def test_learner_is_far_from_the_wrong_scales(slip):
     for name in ("W", "b"):
         rel = float(jnp.linalg.norm(actual[name] - wrong[name]) / jnp.linalg.norm(wrong[name]))
         assert rel > 0.05, (name, rel)
+
+
+@pytest.mark.parametrize("window", [1, 4, 5])
+def test_gru_equals_hand_written_es_d_rtrl(window):
+    """The benchmark GRU's learner gradient equals ``benchmarks.handwritten``'s plain-JAX recursion.
+
+    That reference writes out the GRU's two traced gates (``x̄``, ``ε_f`` with the diagonal
+    Jacobian ``1 - z``, the bias correction), the reset gate's same-step gradient through
+    ``W_h`` and the readout's, so the factored windows (``window`` 4: three windows; 5: two and
+    a remainder of 2; 1: per step) are pinned against an independent computation, not only
+    against each other. The pairs are 20 + 24 wide, so they really stack.
+    """
+    from benchmarks._common import Readout, loss_fn
+    from benchmarks.handwritten import gru_es_d_rtrl, gru_params, learner_grads_by_name
+
+    alpha, batch, n_in = 0.8, 3, 20
+    brainstate.random.seed(1)
+    model = Readout("gru", n_in, 24, 2)
+    brainstate.nn.init_all_states(model, batch)
+    params = gru_params(model)
+    with pytest.warns(UserWarning, match="relation_excluded_weight_to_weight"):  # the reset gate
+        learner = braintrace.compile(model, "es_d_rtrl", jnp.zeros((batch, n_in)), batch_size=batch,
+                                     decay_or_rank=alpha)
+    xs = jax.random.normal(jax.random.PRNGKey(2), (12, batch, n_in))
+    got = learner_grads_by_name(learner.etrace_grad(xs, step_fn=lambda x: loss_fn(learner(x)),
+                                                    gradient_window=window, reduction="sum"))
+    expected = gru_es_d_rtrl(params, xs, alpha, window=4)
+    for name, pair in expected.items():
+        for label, want, have in zip(("weight", "bias"), pair, got[name], strict=True):
+            assert float(jnp.linalg.norm(want)) > 1e-3, f"{name}.{label}: the reference gradient must be live"
+            np.testing.assert_allclose(have, want, rtol=2e-5, atol=2e-6, err_msg=f"{name}.{label}")

@@ -1,6 +1,6 @@
 """The benchmark scripts run (tiny sizes) and print their tables."""
 
-from benchmarks import coding_overhead, compile_time, memory, speed
+from benchmarks import coding_overhead, compile_time, handwritten, memory, speed
 
 
 def test_compile_time_runs(capsys):
@@ -20,6 +20,17 @@ def test_speed_and_overhead_run():
     assert rows[0][:3] == ["elman", 8, 5]
     rows = coding_overhead.main(["--hidden", "8", "--batch", "2", "--length", "5", "--repeats", "1"])
     assert [r[0] for r in rows] == ["D-RTRL", "ES-D-RTRL"]
+
+
+def test_handwritten_runs_and_agrees(capsys):
+    """The hand-written GRU ES-D-RTRL and ours give one gradient before they are timed."""
+    import pytest
+
+    with pytest.warns(UserWarning, match="relation_excluded_weight_to_weight"):  # the GRU's reset gate
+        rows, difference = handwritten.main(["--hidden", "8", "--length", "8", "--batch", "2", "--window", "4",
+                                             "--repeats", "1", "--rounds", "1"])
+    assert len(rows) == 1 and difference < 1e-5
+    assert "ES/forward (hand)" in capsys.readouterr().out
 
 
 def test_profile_step_zero_solve_learner_and_table(capsys):
@@ -49,3 +60,19 @@ def test_profile_step_zero_solve_learner_and_table(capsys):
     assert np.all(zero[("W", "weight")]["weight"] == 0)
     profile_step.main(["--cell", "elman", "--hidden", "8", "--batch", "2", "--length", "5", "--repeats", "1"])
     assert "trace roll" in capsys.readouterr().out
+
+
+def test_regenerating_results_keeps_the_hand_written_sections():
+    """``python -m benchmarks`` rewrites only the generated head of ``results.md``."""
+    import pathlib
+
+    from benchmarks.__main__ import KEEP_MARKER, merge_results
+
+    results = (pathlib.Path(__file__).parents[2] / "benchmarks" / "results.md").read_text()
+    assert KEEP_MARKER in results
+    merged = merge_results("# Benchmark results\n\nnew tables\n", results)
+    assert merged.startswith("# Benchmark results\n\nnew tables\n\n" + KEEP_MARKER)
+    assert merged.endswith(results[results.index(KEEP_MARKER):])
+    assert "## Profile of one online step, before issue 14's changes" in merged
+    fresh = merge_results("# Benchmark results\n", "")
+    assert fresh == "# Benchmark results\n\n" + KEEP_MARKER + "\n"
