@@ -26,6 +26,7 @@ import brainstate
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
 from .. import _errors
 from ..compiler.diagnostics import format_path
@@ -331,6 +332,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
         uses_old_signal = bool(graph.hidden_perturb.bypass_hidden_paths) and same_step
         trace_factors = [f for f in plan.factors if f.kind == "trace"] if plan is not None else []
         step_factors = [f for f in plan.factors if f.kind == "same_step"] if plan is not None else []
+        deferred = plan.deferred if plan is not None else ()
 
         def quantities(temps, params, main, vjp_fn):
             q = executor.step_quantities(graph, temps, dict(zip(layout.param_paths, params, strict=True)))
@@ -342,12 +344,19 @@ class ETraceAlgorithm(brainstate.nn.Module):
             return main, rule.roll(ctx, traces, q, step)
 
         def fwd(args, params, others, traces, step, extra, sinks=None):
+            exact = True
+            if deferred:  # symbolic zeros: which inputs are differentiated is known here
+                exact = uses_old_signal or any(p.perturbed for p in jax.tree.leaves((args, others), is_leaf=_is_primal))
+                args, params, others, traces, step, extra, sinks = jax.tree.map(
+                    lambda p: p.value, (args, params, others, traces, step, extra, sinks), is_leaf=_is_primal)
             # Under a second derivative these carry tangents; the online gradient is not
             # differentiable, so refuse instead of returning zeros.
             args, params, others, traces = input_checks.first_order_only((args, params, others, traces))
             # Factored: sinks = (zero pairs, transposed weights), see factored_gradients.
             transposed = sinks[1] if sinks is not None else ()
-            main, temps, vjp_fn = executor.run_step(graph, layout, args, params, others, plan, transposed)
+            # A deferred pair drops its part's input cotangent unless a step input is
+            # differentiated or the rule reads the old states' cotangents (deferred_cotangents).
+            main, temps, vjp_fn = executor.run_step(graph, layout, args, params, others, plan, transposed, exact)
             q = quantities(temps, params, main, vjp_fn)
             new_traces = rule.roll(ctx, traces, q, step)
             residual = (vjp_fn, new_traces, traces if uses_old_signal else None, q, params, temps, step, extra,
@@ -364,7 +373,10 @@ class ETraceAlgorithm(brainstate.nn.Module):
             vjp_fn, new_traces, old_traces, q, params, temps, step, extra, transposed = residual
             d_main, _ = cotangents
             d_main = [jnp.zeros_like(t) if type(t).__name__ == "Zero" else t for t in d_main]
-            if plan is not None and plan.taps:
+            d_main = [jnp.zeros(t.aval.shape, t.aval.dtype) if isinstance(t, SymbolicZero) else t for t in d_main]
+            if deferred:
+                d_args, d_params, d_others, d_perturb, d_taps, d_deferred = vjp_fn(d_main)
+            elif plan is not None and plan.taps:
                 d_args, d_params, d_others, d_perturb, d_taps = vjp_fn(d_main)
             else:
                 d_args, d_params, d_others, d_perturb = vjp_fn(d_main)
@@ -384,7 +396,11 @@ class ETraceAlgorithm(brainstate.nn.Module):
             for f in step_factors:
                 for slot, leaf in [(f.param_slot, f.leaf)] + ([f.bias] if f.bias is not None else []):
                     grads[slot][leaf] = jnp.zeros_like(grads[slot][leaf])
-                pairs[f] = (temps[("tap", f.index)], d_taps[f.index])
+                if f.deferral is None:
+                    pairs[f] = (temps[("tap", f.index)], d_taps[f.index])
+                else:  # s is made per window from (ct, m)
+                    k = deferred.index(f)
+                    pairs[f] = (temps[("tap", f.index)], (d_deferred[k], temps[("deferred_m", k)]))
             self._accumulate(grads, per_relation, params, temps)
             if uses_old_signal:
                 old_signals = rule.learning_signal(ctx, executor.old_hidden_signals(graph, layout, d_others), extra)
@@ -400,7 +416,7 @@ class ETraceAlgorithm(brainstate.nn.Module):
             return d_args, grads, d_others, zero_traces, _float0_like(step), d_extra, d_sinks
 
         step_fn = jax.custom_vjp(primal)
-        step_fn.defvjp(fwd, bwd)
+        step_fn.defvjp(fwd, bwd, symbolic_zeros=bool(deferred))
         return step_fn
 
     @property
@@ -574,6 +590,10 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
         return etrace_evolve(self, *sequences, step_fn=step_fn, chunk_size=chunk_size,
                              return_outputs=return_outputs)
+
+
+def _is_primal(x) -> bool:
+    return isinstance(x, CustomVJPPrimal)
 
 
 def _float0_like(x):

@@ -182,7 +182,7 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: i
             acc = jax.tree.map(jnp.add, acc, grads)
             if any(per_step):  # narrow pairs (a readout) are summed now, not stacked
                 acc = factored_gradients.add_window(
-                    plan, compiled.layout, acc, [p if now else None for p, now in zip(pairs, per_step)])
+                    plan, compiled.layout, acc, [p if now else None for p, now in zip(pairs, per_step)], transposed)
             return acc, (loss, aux, tuple(None if now else p for p, now in zip(pairs, per_step)))
         grads, (loss, aux) = brainstate.transform.grad(masked_loss, grad_states=weights, has_aux=True)()
         acc = jax.tree.map(jnp.add, acc, grads)
@@ -203,7 +203,7 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: i
         # be zeroed and copied every window: 1.6 ms of a 39 ms GRU N=256 sequence at K=8).
         acc, stacks = carry
         (acc, stacks, _), out = brainstate.transform.scan(stacked_step, (acc, stacks, 0), inputs)
-        return (factored_gradients.add_window(plan, compiled.layout, acc, stacks), stacks), out
+        return (factored_gradients.add_window(plan, compiled.layout, acc, stacks, transposed), stacks), out
 
     def empty_stacks(size):
         return tuple(None if now else jax.tree.map(lambda a: jnp.zeros((size,) + a.shape, a.dtype), pair)

@@ -118,14 +118,17 @@ class StepQuantities(NamedTuple):
 
 
 def run_step(graph: ETraceGraph, layout: StateLayout, arg_leaves, param_leaves, other_leaves, factors=None,
-             transposed=()):
+             transposed=(), exact_input_cotangents=True):
     """Evaluate the perturbed step under ``jax.vjp``.
 
     With a :class:`~braintrace.algorithms.factored_gradients.FactorPlan` that has taps,
     the tapped step is evaluated instead: ``vjp_fn`` also returns the taps' cotangents
     (``∂L/∂y`` of the tapped ops) and ``temps`` the tapped ops' inputs under ``("tap", k)``.
     ``transposed`` holds the plan's transposed weights (the same values, another backward
-    product; see ``factored_gradients.TransposedWeight``).
+    product; see ``factored_gradients.TransposedWeight``). With deferred factors
+    (``FactorPlan.deferred``) ``vjp_fn`` also returns their ``ct`` (after the taps) and
+    ``temps`` their ``m`` under ``("deferred_m", k)``; ``exact_input_cotangents=False`` lets
+    their parts drop ``ct @ Wᵀ`` (see ``deferred_cotangents``).
 
     Returns
     -------
@@ -143,16 +146,21 @@ def run_step(graph: ETraceGraph, layout: StateLayout, arg_leaves, param_leaves, 
     zeros = [jnp.zeros(v.aval.shape, v.aval.dtype) for v in perturb.perturb_vars]
     factored = factors is not None and bool(factors.taps or factors.transposed)
     tapped = factors.step_jaxpr if factored else None
-    override = transposed_override(factors, transposed) if factored and factors.transposed else None
+    deferred = factors.deferred if factored else ()
     n_outs = len(perturb.perturb_jaxpr.outvars)
 
     invars = list(minfo.closed_jaxpr.invars)
 
     def forward(args_, params_, others_, perturbations, *taps):
         flat = list(args_) + layout.merge(params_, others_)
+        deferred_m = [None] * len(deferred)
         if tapped is None:
             outs = perturb.eval_jaxpr(flat, perturbations)
         else:
+            override = None
+            if factors.transposed:
+                override = transposed_override(factors, transposed, taps[1] if deferred else (), deferred_m,
+                                               exact_input_cotangents)
             outs = evaluate_jaxpr(tapped, tapped.consts, flat + list(perturbations) + list(taps[0] if taps else ()),
                                   override=override)
         main = [outs[i] for i in out_positions]
@@ -163,11 +171,15 @@ def run_step(graph: ETraceGraph, layout: StateLayout, arg_leaves, param_leaves, 
             temps.setdefault(v, jax.lax.stop_gradient(x))
         for k, x in enumerate(outs[n_outs:]):
             temps[("tap", k)] = jax.lax.stop_gradient(x)
+        for k, m in enumerate(deferred_m):
+            temps[("deferred_m", k)] = m
         return main, VarValues.from_dict(temps)
 
     primals = [list(arg_leaves), [list(p) for p in param_leaves], [list(o) for o in other_leaves], zeros]
     if factors is not None and factors.taps:
         primals.append([jnp.zeros(t.y_var.aval.shape, t.y_var.aval.dtype) for t in factors.taps])
+    if deferred:
+        primals.append([jnp.zeros(f.deferral.ct_shape, f.deferral.ct_dtype) for f in deferred])
     main, vjp_fn, temps = jax.vjp(forward, *primals, has_aux=True)
     return main, temps, vjp_fn
 

@@ -31,7 +31,9 @@ The factored step also computes the input cotangent ``ct @ Wᵀ`` of live dense 
 blocks of ``Wᵀ`` that the driver transposes once per sequence (:class:`TransposedWeight`):
 one block per concatenated input part, so a dead part (the data input of ``[x, r*h]``) costs
 nothing. Memory: the stacked pairs (a constant in ``T``) and one transposed copy of those
-weights.
+weights. A same-step pair that reaches the outputs only through such a part (the GRU reset
+gate) stacks ``(x, ct, m)`` and has its ``s`` made per window
+(:mod:`~braintrace.algorithms.deferred_cotangents`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from .._jax_compat import bind_equation, build_jaxpr, new_var
 from .._jax_compat import lax_primitives as P
 from ..compiler.jaxpr_tools import forward_closure, is_var, make_eqn
 from ..ops.matmul import etp_matmul_p
+from .deferred_cotangents import chain_diagonal, deferred_hook, find_deferral
 
 __all__ = ["Factor", "FactorPlan", "plan_factors", "choose_window", "memory_neutral_window", "add_window",
            "group_cotangent", "per_step_groups", "MAX_WINDOW", "MIN_AUTO_WINDOW", "NARROW_WIDTH"]
@@ -88,6 +91,10 @@ class Factor(NamedTuple):
         Trace pairs of relations that read the same op input (the gates of a GRU or LSTM)
         have the same ``x̄``; they share one stacked ``x̄`` and one product with their ``s``
         side by side (see :meth:`FactorPlan.groups`).
+    deferral : Deferral or None
+        A same-step pair whose ``s = (ct · W[rows]ᵀ) ⊙ m`` is made per window from stacked
+        ``(ct, m)`` (:mod:`~braintrace.algorithms.deferred_cotangents`); its sink is
+        ``(x, (ct, m))``.
     """
 
     kind: str
@@ -99,6 +106,7 @@ class Factor(NamedTuple):
     dtype: object
     bias: tuple | None = None
     share: object = None
+    deferral: object = None
 
 
 class Tap(NamedTuple):
@@ -198,9 +206,20 @@ class FactorPlan(NamedTuple):
         return tuple(tuple(g) for g in out)
 
     def zero_sinks(self) -> tuple:
-        """One ``(x, s)`` pair of zeros per group (the sinks the step takes)."""
-        return tuple((jnp.zeros(g[0].x_shape, g[0].dtype), jnp.zeros(_group_s_shape(g), g[0].dtype))
-                     for g in self.groups())
+        """One ``(x, s)`` pair of zeros per group (the sinks the step takes), ``(x, (ct, m))`` if deferred."""
+        out = []
+        for g in self.groups():
+            f = g[0]
+            s = jnp.zeros(_group_s_shape(g), f.dtype)
+            if f.deferral is not None:
+                s = (jnp.zeros(f.deferral.ct_shape, f.deferral.ct_dtype), s)
+            out.append((jnp.zeros(f.x_shape, f.dtype), s))
+        return tuple(out)
+
+    @property
+    def deferred(self) -> tuple:
+        """The factors with a :class:`~braintrace.algorithms.deferred_cotangents.Deferral`, in sink order."""
+        return tuple(f for f in self.factors if f.deferral is not None)
 
     def __repr__(self) -> str:
         kinds = [f"{f.kind}:{f.param_slot}/{f.leaf}" for f in self.factors]
@@ -215,6 +234,9 @@ def group_cotangent(group, pairs) -> tuple:
     """The sink cotangent of one group from ``{factor: (x, s)}``: shared ``x``, ``s`` side by side."""
     f0 = group[0]
     x = pairs[f0][0].astype(f0.dtype).reshape(f0.x_shape)
+    if f0.deferral is not None:
+        ct, m = pairs[f0][1]
+        return x, (ct.astype(f0.deferral.ct_dtype), m.astype(f0.dtype).reshape(f0.s_shape))
     parts = [pairs[f][1].astype(f.dtype).reshape(f.s_shape) for f in group]
     return x, parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
 
@@ -239,8 +261,30 @@ def plan_factors(graph, layout, rule, ctx, param_leaves) -> FactorPlan:
             factors.append(factor._replace(index=len(taps) - 1))
     jaxpr = graph.hidden_perturb.perturb_jaxpr
     transposed = _transposed_weights(graph, layout, param_leaves) if factors else ()
+    if taps and transposed:
+        factors = _with_deferrals(graph, layout, factors, taps, transposed)
     return FactorPlan(tuple(factors), tuple(taps), _tapped_jaxpr(jaxpr, taps) if taps else None, jaxpr,
                       transposed)
+
+
+def _with_deferrals(graph, layout, factors, taps, transposed) -> list:
+    """``factors`` with a :class:`Deferral` on every same-step pair that qualifies."""
+    eqns, main, leaf_of_var = _perturbed_step(graph, layout)
+    sources = set(leaf_of_var) | set(graph.hidden_perturb.perturb_vars)
+    var_of_leaf = {v: k for k, v in leaf_of_var.items()}
+    out = []
+    for f in factors:
+        if f.kind == "same_step":
+            tap = taps[f.index]
+            op = eqns[tap.eqn_index]
+            has_bias = bool(op.params.get("has_bias")) and len(op.invars) > 2
+            own = {op.invars[1]} | ({var_of_leaf[f.bias]} if f.bias is not None else set())
+            if not has_bias or f.bias is not None:
+                deferral = find_deferral(eqns, main, tap.y_var, op, own, sources, transposed)
+                if deferral is not None:
+                    f = f._replace(deferral=deferral)
+        out.append(f)
+    return out
 
 
 def _transposed_weights(graph, layout, param_leaves) -> tuple:
@@ -287,11 +331,19 @@ def _input_parts(x, producer) -> tuple:
     return tuple(parts)
 
 
-def transposed_override(plan: FactorPlan, transposed_values):
-    """``evaluate_jaxpr`` override: the plan's ops with input cotangent ``ct @ Wᵀ`` from ``Wᵀ``."""
+def transposed_override(plan: FactorPlan, transposed_values, deferred_sinks=(), deferred_m=None,
+                        exact: bool = True):
+    """``evaluate_jaxpr`` override: the plan's ops with input cotangent ``ct @ Wᵀ`` from ``Wᵀ``.
 
-    by_operands = {(t.x_var, t.w_var): (t, values)
-                   for t, values in zip(plan.transposed, transposed_values, strict=True)}
+    A part of a deferred factor (:attr:`FactorPlan.deferred`) hands ``ct`` to its entry of
+    ``deferred_sinks`` instead (and ``ct @ Wᵀ`` to the part only when ``exact``); its chain's
+    ``m`` is written to ``deferred_m[k]``.
+    """
+
+    by_operands = {(t.x_var, t.w_var): (k, t, values)
+                   for k, (t, values) in enumerate(zip(plan.transposed, transposed_values, strict=True))}
+    deferred_parts = {(f.deferral.transposed, f.deferral.part): (k, f) for k, f in enumerate(plan.deferred)}
+    eqns = plan.perturb_jaxpr.eqns if deferred_parts else ()
 
     def override(eqn, invals, read):
         if eqn.primitive is not etp_matmul_p:
@@ -301,11 +353,18 @@ def transposed_override(plan: FactorPlan, transposed_values):
             return None
         # The op on a detached input keeps the weight's (and bias's) gradient; each input part
         # gets its cotangent `ct @ W[rows]ᵀ` from a zero-valued hook (XLA drops the zeros).
-        t, blocks = hit
+        t_index, t, blocks = hit
         outs = bind_equation(eqn, [jax.lax.stop_gradient(invals[0])] + list(invals[1:]))
         y = outs[0]
-        for (part, _, _), block in zip(t.parts, blocks, strict=True):
-            y = y + _cotangent_hook(read(part), block.astype(y.dtype)).astype(y.dtype)
+        for p_index, ((part, _, _), block) in enumerate(zip(t.parts, blocks, strict=True)):
+            deferred = deferred_parts.get((t_index, p_index))
+            if deferred is None:
+                y = y + _cotangent_hook(read(part), block.astype(y.dtype)).astype(y.dtype)
+                continue
+            k, f = deferred
+            y_var = plan.taps[f.index].y_var
+            deferred_m[k] = jax.lax.stop_gradient(chain_diagonal(eqns, f.deferral, y_var, read(y_var), read))
+            y = y + deferred_hook(read(part), block.astype(y.dtype), deferred_sinks[k], exact).astype(y.dtype)
         return [y] + list(outs[1:])
 
     return override
@@ -492,11 +551,12 @@ def per_step_groups(plan: FactorPlan, window: int) -> tuple:
                  for g in plan.groups())
 
 
-def add_window(plan: FactorPlan, layout, grads: dict, stacked) -> dict:
+def add_window(plan: FactorPlan, layout, grads: dict, stacked, transposed=()) -> dict:
     """``grads`` (by ParamState path) plus ``Σ x_kᵀ s_k`` of every stacked group ``(K, *lead, ·)``.
 
     A group given as None is skipped (summed per step). Called with one step's pairs
-    ``(*lead, ·)`` it adds that step's products.
+    ``(*lead, ·)`` it adds that step's products. A deferred group's ``s`` is made here from
+    its stacked ``(ct, m)`` and ``transposed`` (the plan's transposed weights).
     """
     grads = dict(grads)
     previous = None
@@ -506,6 +566,11 @@ def add_window(plan: FactorPlan, layout, grads: dict, stacked) -> dict:
             continue
         xs, ss = pair
         x = xs.reshape(-1, xs.shape[-1])
+        deferral = group[0].deferral
+        if deferral is not None:  # s = (ct · W[rows]ᵀ) ⊙ m for the whole window at once
+            cts, ms = ss
+            block = transposed[deferral.transposed][deferral.part].astype(cts.dtype)
+            ss = (jnp.matmul(cts.reshape(-1, cts.shape[-1]), block).astype(ms.dtype).reshape(ms.shape) * ms)
         s = ss.reshape(-1, ss.shape[-1])
         narrow = _is_narrow(group)
         if narrow:
