@@ -98,8 +98,8 @@ def etrace_grad(learner, *sequences, step_fn: Callable, mask=None, chunk_size: i
         :mod:`braintrace.algorithms.factored_gradients`). ``'auto'`` stacks the weights whose
         stacked factors over at least 8 steps take at most the memory of the dense gradients
         they replace (a constant in ``T``), over the shortest such window, at most 16 steps
-        (or a divisor of ``T`` down to 8 steps, which needs no remainder window; ``T`` if the
-        sequence is shorter), and keeps 1 when no weight allows 8 steps; an int forces the
+        (``T`` if the sequence is shorter; a last, shorter window takes the remainder), and
+        keeps 1 when no weight allows 8 steps; an int forces the
         window; ``1`` keeps one product per step (the least memory). With a window, narrow
         pairs too small to stack (a readout to a few outputs) are summed at every step.
 
