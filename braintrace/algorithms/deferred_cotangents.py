@@ -45,7 +45,7 @@ from .._jax_compat import bind_equation
 from .._jax_compat import lax_primitives as P
 from ..compiler.jaxpr_tools import ELEMENTWISE_PRIMITIVES, forward_closure, is_var
 
-__all__ = ["Deferral", "find_deferral", "chain_diagonal", "deferred_hook"]
+__all__ = ["Deferral", "find_deferral", "chain_diagonal"]
 
 # Element-wise and shape-keeping: the chain's Jacobian is then diagonal. No rounding: the
 # step's reverse mode rounds the cotangent where the window's forward-mode ``m`` would round
@@ -143,47 +143,3 @@ def chain_diagonal(eqns, deferral: Deferral, y_var, y_value, read):
         return env[eqns[deferral.chain[-1]].outvars[0]] if deferral.chain else y
 
     return jax.jvp(chain, (y_value,), (jnp.ones_like(y_value),))[1]
-
-
-@jax.custom_vjp
-def _hook(part, block, sink):
-    return jnp.zeros_like(sink)
-
-
-def _hook_fwd(part, block, sink):
-    # A zero-size array carries the part's shape and dtype into the backward pass.
-    return jnp.zeros_like(sink), (block, jnp.zeros((0,) + part.shape, part.dtype))
-
-
-def _hook_bwd(residual, ct):
-    block, like = residual
-    return jnp.zeros(like.shape[1:], like.dtype), jnp.zeros_like(block), ct
-
-
-_hook.defvjp(_hook_fwd, _hook_bwd)
-
-
-@jax.custom_vjp
-def _exact_hook(part, block, sink):
-    return jnp.zeros_like(sink)
-
-
-def _exact_hook_fwd(part, block, sink):
-    return jnp.zeros_like(sink), (block, jnp.zeros((0,), part.dtype))
-
-
-def _exact_hook_bwd(residual, ct):
-    block, like = residual
-    return jnp.matmul(ct, block).astype(like.dtype), jnp.zeros_like(block), ct
-
-
-_exact_hook.defvjp(_exact_hook_fwd, _exact_hook_bwd)
-
-
-def deferred_hook(part, block, sink, exact: bool):
-    """Zeros shaped like ``W``'s output; backward: ``ct`` to ``sink``, and to ``part``.
-
-    ``part`` gets ``ct @ block`` (``block = W[rows]ᵀ``) when ``exact``, else zeros: the
-    product is made per window from the stacked ``ct``.
-    """
-    return (_exact_hook if exact else _hook)(part, block, sink)

@@ -48,7 +48,7 @@ from .._jax_compat import bind_equation, build_jaxpr, new_var
 from .._jax_compat import lax_primitives as P
 from ..compiler.jaxpr_tools import forward_closure, is_var, make_eqn
 from ..ops.matmul import etp_matmul_p
-from .deferred_cotangents import chain_diagonal, deferred_hook, find_deferral
+from .deferred_cotangents import chain_diagonal, find_deferral
 
 __all__ = ["Factor", "FactorPlan", "plan_factors", "choose_window", "memory_neutral_window", "add_window",
            "group_cotangent", "per_step_groups", "MAX_WINDOW", "MIN_AUTO_WINDOW", "NARROW_WIDTH"]
@@ -335,9 +335,10 @@ def transposed_override(plan: FactorPlan, transposed_values, deferred_sinks=(), 
                         exact: bool = True):
     """``evaluate_jaxpr`` override: the plan's ops with input cotangent ``ct @ Wᵀ`` from ``Wᵀ``.
 
-    A part of a deferred factor (:attr:`FactorPlan.deferred`) hands ``ct`` to its entry of
-    ``deferred_sinks`` instead (and ``ct @ Wᵀ`` to the part only when ``exact``); its chain's
-    ``m`` is written to ``deferred_m[k]``.
+    A part of a deferred factor (:attr:`FactorPlan.deferred`) gets ``ct @ Wᵀ`` only when
+    ``exact``; the op output adds that factor's zero entry of ``deferred_sinks``, whose
+    cotangent is then ``ct`` (as a tap's is ``∂L/∂y``), and the chain's ``m`` is written to
+    ``deferred_m[k]``.
     """
 
     by_operands = {(t.x_var, t.w_var): (k, t, values)
@@ -358,13 +359,13 @@ def transposed_override(plan: FactorPlan, transposed_values, deferred_sinks=(), 
         y = outs[0]
         for p_index, ((part, _, _), block) in enumerate(zip(t.parts, blocks, strict=True)):
             deferred = deferred_parts.get((t_index, p_index))
-            if deferred is None:
+            if deferred is None or exact:
                 y = y + _cotangent_hook(read(part), block.astype(y.dtype)).astype(y.dtype)
-                continue
-            k, f = deferred
-            y_var = plan.taps[f.index].y_var
-            deferred_m[k] = jax.lax.stop_gradient(chain_diagonal(eqns, f.deferral, y_var, read(y_var), read))
-            y = y + deferred_hook(read(part), block.astype(y.dtype), deferred_sinks[k], exact).astype(y.dtype)
+            if deferred is not None:
+                k, f = deferred
+                y_var = plan.taps[f.index].y_var
+                deferred_m[k] = jax.lax.stop_gradient(chain_diagonal(eqns, f.deferral, y_var, read(y_var), read))
+                y = y + deferred_sinks[k].astype(y.dtype)
         return [y] + list(outs[1:])
 
     return override
