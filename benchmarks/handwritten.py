@@ -147,13 +147,13 @@ def compare(n_hidden=256, length=200, batch=16, n_in=32, n_out=8, window=8, alph
                                    reduction="sum")
 
     ours_jit = brainstate.transform.jit(ours)
-    # The learner's states are at zero: init_all_states above, and etrace_grad starts there too.
-    reference = gru_es_d_rtrl(params, xs, alpha, window)
-    difference = max(max_relative_difference(learner_grads_by_name(ours_jit(xs)), reference),
-                     max_relative_difference(gru_es_d_rtrl(params, xs, alpha, window, True), reference))
-    brainstate.nn.init_all_states(model, batch)
     hand_forward = jax.jit(gru_forward)
     hand_es = jax.jit(gru_es_d_rtrl, static_argnums=(2, 3, 4))
+    # The learner's states are at zero: init_all_states above, and etrace_grad starts there too.
+    reference = hand_es(params, xs, alpha, window)
+    difference = max(max_relative_difference(learner_grads_by_name(ours_jit(xs)), reference),
+                     max_relative_difference(hand_es(params, xs, alpha, window, True), reference))
+    brainstate.nn.init_all_states(model, batch)
     fns = {
         "forward (ours)": brainstate.transform.jit(lambda xs: brainstate.transform.for_loop(model, xs)),
         "forward (hand)": lambda xs: hand_forward(params, xs),

@@ -41,6 +41,20 @@ def online_grads(learner, xs, loss_fn=squared_loss):
     return learner.etrace_grad(xs, step_fn=lambda x: loss_fn(learner(x)), reduction="sum")
 
 
+def windowed_grads(learner, xs, window, step_fn=None, **kwargs):
+    """Jitted ``etrace_grad`` with ``gradient_window=window`` from reset states (restored after).
+
+    ``step_fn`` defaults to ``squared_loss(learner(x))``; ``kwargs`` go to ``etrace_grad``.
+    """
+    snap = snapshot_states(learner.model)
+    learner.reset_state()
+    step_fn = step_fn or (lambda x: squared_loss(learner(x)))
+    out = brainstate.transform.jit(lambda xs: learner.etrace_grad(
+        xs, step_fn=step_fn, reduction="sum", gradient_window=window, **kwargs))(xs)
+    restore_states(learner.model, snap)
+    return out
+
+
 def flat(grads):
     return {path: np.concatenate([np.ravel(np.asarray(leaf)) for leaf in jax.tree.leaves(g)]) for path, g in grads.items()}
 

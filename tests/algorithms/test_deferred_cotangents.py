@@ -17,7 +17,7 @@ import pytest
 import braintrace
 import braintrace.nn as bnn
 from tests._support import models
-from tests._support.oracle import restore_states, snapshot_states, squared_loss
+from tests._support.oracle import squared_loss, windowed_grads
 
 ALGORITHMS = [("es_d_rtrl", {"decay_or_rank": 0.9}), ("d_rtrl", {})]
 
@@ -30,16 +30,6 @@ def _learner(model, algorithm, batch=3, n_in=20, **options):
 def _deferred_paths(learner):
     paths = learner._compiled.layout.param_paths
     return [paths[f.param_slot] for f in learner._compiled.factors.deferred]
-
-
-def _grads(learner, xs, window, step_fn=None):
-    snap = snapshot_states(learner.model)
-    learner.reset_state()
-    step_fn = step_fn or (lambda x: squared_loss(learner(x)))
-    out = brainstate.transform.jit(lambda xs: learner.etrace_grad(
-        xs, step_fn=step_fn, reduction="sum", gradient_window=window))(xs)
-    restore_states(learner.model, snap)
-    return out
 
 
 def _assert_equal(got, expected, rtol=2e-5):
@@ -57,10 +47,10 @@ def test_gru_reset_gate_is_deferred_and_equals_per_step(algorithm, options):
     deferral = learner._compiled.factors.deferred[0].deferral
     assert deferral.ct_shape == (3, 24) and len(deferral.chain) == 2  # logistic, r * h
     xs = jax.random.normal(jax.random.PRNGKey(0), (10, 3, 20))
-    expected = _grads(learner, xs, 1)
+    expected = windowed_grads(learner, xs, 1)
     assert float(jnp.linalg.norm(expected[("cell", "Wr", "weight")]["weight"])) > 1e-3
     for window in (4, 10):  # two windows and a remainder of 2; one window
-        _assert_equal(_grads(learner, xs, window), expected)
+        _assert_equal(windowed_grads(learner, xs, window), expected)
 
 
 def test_differentiated_step_input_keeps_its_cotangent():
@@ -79,8 +69,8 @@ def test_differentiated_step_input_keeps_its_cotangent():
         return squared_loss(learner(x + 3.0 * jnp.sum(model.out.weight.value["bias"])))
 
     xs = jax.random.normal(jax.random.PRNGKey(1), (8, 3, 20))
-    expected = _grads(learner, xs, 1, step_fn)
-    _assert_equal(_grads(learner, xs, 4, step_fn), expected)
+    expected = windowed_grads(learner, xs, 1, step_fn)
+    _assert_equal(windowed_grads(learner, xs, 4, step_fn), expected)
 
 
 class ResetReadTwice(brainstate.nn.Module):
@@ -133,4 +123,4 @@ def test_reset_gate_read_elsewhere_or_rounded_is_not_deferred(cell):
     assert ("same_step", ("Wr", "weight")) in kinds
     assert _deferred_paths(learner) == []
     xs = jax.random.normal(jax.random.PRNGKey(2), (8, 3, 20))
-    _assert_equal(_grads(learner, xs, 4), _grads(learner, xs, 1))
+    _assert_equal(windowed_grads(learner, xs, 4), windowed_grads(learner, xs, 1))

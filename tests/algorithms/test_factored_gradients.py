@@ -17,20 +17,12 @@ import pytest
 import braintrace
 from braintrace.algorithms import factored_gradients
 from tests._support import models
-from tests._support.oracle import assert_grads_close, bptt_grads, flat, restore_states, snapshot_states, squared_loss
+from tests._support.oracle import (assert_grads_close, bptt_grads, flat, restore_states, snapshot_states,
+                                   squared_loss, windowed_grads)
 
 
 def _learner(model, algorithm, batch=3, n_in=3, **options):
     return braintrace.compile(model, algorithm, jnp.zeros((batch, n_in)), batch_size=batch, **options)
-
-
-def _grads(learner, xs, window, **kwargs):
-    snap = snapshot_states(learner.model)
-    learner.reset_state()
-    out = brainstate.transform.jit(lambda xs: learner.etrace_grad(
-        xs, step_fn=lambda x: squared_loss(learner(x)), reduction="sum", gradient_window=window, **kwargs))(xs)
-    restore_states(learner.model, snap)
-    return out
 
 
 def _kinds(learner):
@@ -93,11 +85,11 @@ def test_windowed_pairs_equal_per_step_gradients(model_fn, algorithm, options):
     learner = _learner(model, algorithm, n_in=n_in, **options)
     assert learner._compiled.factors.factors, "the model must have factorable weights"
     xs = brainstate.random.randn(10, 3, n_in)
-    dense = _grads(learner, xs, 1)
+    dense = windowed_grads(learner, xs, 1)
     # Two windows + a remainder of 2; one window of the whole sequence; a window longer than
     # the sequence (one window of T); five windows of 2 (the carried stacks reused).
     for window in (4, 10, 16, 2):
-        windowed = _grads(learner, xs, window)
+        windowed = windowed_grads(learner, xs, window)
         assert_grads_close(dense, windowed, rtol=2e-5, atol=1e-6)
     # The pairs are live: zeroing them (a broken contraction) would change every factored weight.
     for f in learner._compiled.factors.factors:
@@ -148,7 +140,7 @@ def test_exact_learner_with_windowed_pairs_equals_bptt():
     xs = brainstate.random.randn(8, 3, 3) * 2.0
     brainstate.nn.init_all_states(model, 3)
     expected = bptt_grads(model, xs)
-    got = _grads(learner, xs, 3)
+    got = windowed_grads(learner, xs, 3)
     assert_grads_close(expected, got, rtol=1e-4, atol=1e-5)
 
 
@@ -216,8 +208,8 @@ def test_auto_window_with_per_step_narrow_pairs_equals_per_step_gradients():
     (broadcast multiply-adds instead of the dot); every gradient equals one product per step."""
     learner = _learner(models.gru(32, 256, 8), "es_d_rtrl", batch=16, n_in=32, decay_or_rank=0.9)
     xs = jax.random.normal(jax.random.PRNGKey(3), (21, 16, 32))  # K=8: two windows, a remainder of 5
-    expected = flat(_grads(learner, xs, 1))
-    got = flat(_grads(learner, xs, "auto"))
+    expected = flat(windowed_grads(learner, xs, 1))
+    got = flat(windowed_grads(learner, xs, "auto"))
     assert set(got) == set(expected)
     for key in expected:
         scale = float(jnp.max(jnp.abs(expected[key])))
